@@ -1,0 +1,38 @@
+"""Training losses, all computed over real frames only (padding is masked out)."""
+
+from __future__ import annotations
+
+import torch
+
+from .metrics import _hoyer_from_sums
+
+
+def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean L1 or squared error per real frame and channel.
+
+    ``x``, ``x_hat``: (B, C, T); ``mask``: (B, T), true on real frames.
+    """
+    mask = mask[:, None, :].to(x.dtype)
+    error = (x_hat - x) * mask
+    per_element = error.abs() if kind == "l1" else error.square()
+    return per_element.sum() / (mask.sum() * x.shape[1]).clamp_min(1.0)
+
+
+def score_hoyer(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable Hoyer sparsity of H across gestures (mean over real frames) and
+    across time (mean over gestures, each over the batch's real frames).
+
+    Silent frames and silent gestures score 0, not 1 (see ``metrics.hoyer``), so switching
+    gestures off is not rewarded as sparsity.
+    """
+    real = mask.to(scores.dtype)
+    h = scores * real[:, None, :]
+    per_frame = _hoyer_from_sums(h.sum(1), h.square().sum(1).add(1e-12).sqrt(), scores.shape[1])
+    across_gestures = (per_frame * real).sum() / real.sum().clamp_min(1.0)
+    per_gesture = _hoyer_from_sums(h.sum((0, 2)), h.square().sum((0, 2)).add(1e-12).sqrt(), real.sum())
+    return across_gestures, per_gesture.mean()
+
+
+def l1_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean score mass per real frame (summed over gestures)."""
+    return scores.sum() / mask.sum().clamp_min(1.0)

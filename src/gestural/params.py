@@ -1,0 +1,285 @@
+"""Read and validate ``params.yaml``, one dataclass per section.
+
+Every stage reads its settings through this module, so a wrong value stops the
+stage at once with a message naming the key, e.g.::
+
+    params.yaml data.test_fraction: must be in (0, 1) (got 1.5)
+
+New sections follow the pattern of :class:`DataParams`: a frozen dataclass with a
+``from_params(params)`` classmethod that reads its section through
+:class:`Section`, whose checkers build those messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import yaml
+
+if TYPE_CHECKING:
+    from gestural.synthetic import SyntheticConfig
+
+PARAMS_FILE = "params.yaml"
+_MISSING = object()
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, is not valid YAML, or holds an invalid value."""
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """Read the parameter file.
+
+    Parameters
+    ----------
+    path : path-like, default "params.yaml"
+        Relative paths are taken from the current directory (the project root
+        when run by DVC).
+
+    Returns
+    -------
+    params : dict
+        The whole file; sections are validated by the ``*Params`` classes.
+
+    Raises
+    ------
+    ParamsError
+        The file is missing, is not valid YAML, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(
+            f"{path}: no such file (looked in {Path.cwd()}); run the stages from the project root"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParamsError(f"{path}: could not be read ({error})") from None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        # Marked errors carry "line N, column M"; keep YAML's own explanation.
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections (data:, ...), got {type(params).__name__}")
+    return params
+
+
+class Section:
+    """Typed access to one section of params.yaml, with uniform error messages.
+
+    Parameters
+    ----------
+    params : dict
+        The whole parameter file (as returned by :func:`load_params`).
+    name : str
+        The section, e.g. ``"data"``.
+    """
+
+    def __init__(self, params: dict, name: str):
+        if not isinstance(params, dict):
+            raise ParamsError(f"params.yaml: expected a mapping of sections, got {type(params).__name__}")
+        values = params.get(name, _MISSING)
+        if values is _MISSING:
+            raise ParamsError(f"params.yaml: no '{name}:' section")
+        if not isinstance(values, dict):
+            raise ParamsError(f"params.yaml {name}: must be a mapping of keys (got {values!r})")
+        self.name = name
+        self.values = values
+        self._read: set[str] = set()
+
+    def error(self, key: str, problem: str, value: Any = _MISSING) -> ParamsError:
+        """A ParamsError for ``<section>.<key>``, quoting the value found."""
+        if value is _MISSING:
+            value = self.values.get(key)
+        return ParamsError(f"params.yaml {self.name}.{key}: {problem} (got {value!r})")
+
+    def get(self, key: str) -> Any:
+        """The raw value of ``key``; a missing key is an error."""
+        self._read.add(key)
+        if key not in self.values:
+            raise ParamsError(f"params.yaml {self.name}.{key}: missing")
+        return self.values[key]
+
+    def integer(self, key: str, *, minimum: int | None = None) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, "must be an integer")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be >= {minimum}")
+        return value
+
+    def number(self, key: str, *, low: float, high: float, open_low=False, open_high=False) -> float:
+        """A float in the interval [low, high]; ``open_*`` exclude the ends."""
+        value = self.get(key)
+        return self.check_number(key, value, low, high, open_low, open_high)
+
+    def check_number(self, key, value, low, high, open_low=False, open_high=False) -> float:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"must be a number in {interval}", value)
+        inside = (low < value if open_low else low <= value) and (
+            value < high if open_high else value <= high
+        )
+        if not inside:
+            raise self.error(key, f"must be in {interval}", value)
+        return float(value)
+
+    def boolean(self, key: str) -> bool:
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise self.error(key, "must be true or false")
+        return value
+
+    def choice(self, key: str, choices: Iterable[str]) -> str:
+        value = self.get(key)
+        choices = tuple(choices)
+        if value not in choices:
+            raise self.error(key, f"must be one of {' | '.join(choices)}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, "must be a non-empty string or null")
+        return value.strip()
+
+    def check_unknown(self) -> None:
+        """Refuse keys no reader asked for (usually typos)."""
+        unknown = sorted(set(self.values) - self._read)
+        if unknown:
+            raise ParamsError(
+                f"params.yaml {self.name}: unknown key(s) {unknown}; known: {sorted(self._read)}"
+            )
+
+
+SOURCES = ("synthetic", "url", "archive")
+NAN_POLICIES = ("interpolate", "drop", "error")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """The ``data:`` section of params.yaml (see the comments there).
+
+    Attributes
+    ----------
+    speakers : tuple of str or None
+        None means every speaker found in the corpus.
+    percentiles : (float, float)
+        Low and high percentile, 0 <= low < high <= 100.
+    """
+
+    source: str
+    url: str | None
+    sha256: str | None
+    archive: str | None
+    speakers: tuple[str, ...] | None
+    test_fraction: float
+    seed: int
+    nan_policy: str
+    max_nan_run: int
+    skip_bad_files: bool
+    percentiles: tuple[float, float]
+
+    @classmethod
+    def from_params(cls, params: dict) -> "DataParams":
+        """Validate the ``data:`` section of the whole parameter mapping ``params``.
+
+        Raises
+        ------
+        ParamsError
+            Naming the first invalid key, e.g.
+            ``params.yaml data.test_fraction: must be in (0, 1) (got 1.5)``.
+        """
+        section = Section(params, "data")
+        source = section.choice("source", SOURCES)
+
+        url = section.optional_text("url")
+        if source == "url":
+            if url is None:
+                raise section.error("url", "must be set when data.source is url")
+            if not url.startswith(("http://", "https://", "file://")):
+                raise section.error("url", "must start with http://, https:// or file://")
+
+        sha256 = section.optional_text("sha256")
+        if sha256 is not None and not _SHA256.match(sha256):
+            raise section.error("sha256", "must be 64 hex digits or null")
+
+        archive = section.optional_text("archive")
+        if source == "archive" and archive is None:
+            raise section.error("archive", "must be the path of emadata.tgz when data.source is archive")
+
+        speakers = cls._speakers(section)
+        test_fraction = section.number("test_fraction", low=0, high=1, open_low=True, open_high=True)
+        seed = section.integer("seed", minimum=0)
+        nan_policy = section.choice("nan_policy", NAN_POLICIES)
+        max_nan_run = section.integer("max_nan_run", minimum=0)
+        skip_bad_files = section.boolean("skip_bad_files")
+
+        percentiles = section.get("percentiles")
+        if not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2:
+            raise section.error("percentiles", "must be a list [low, high] of two percentiles")
+        low = section.check_number("percentiles", percentiles[0], 0, 100)
+        high = section.check_number("percentiles", percentiles[1], 0, 100)
+        if not low < high:
+            raise section.error("percentiles", "low must be below high")
+
+        section.check_unknown()
+        return cls(
+            source=source,
+            url=url,
+            sha256=sha256.lower() if sha256 else None,
+            archive=archive,
+            speakers=speakers,
+            test_fraction=test_fraction,
+            seed=seed,
+            nan_policy=nan_policy,
+            max_nan_run=max_nan_run,
+            skip_bad_files=skip_bad_files,
+            percentiles=(low, high),
+        )
+
+    @staticmethod
+    def _speakers(section: Section) -> tuple[str, ...] | None:
+        value = section.get("speakers")
+        if value == "all":
+            return None
+        if isinstance(value, str):  # a single name, e.g. from `dvc exp run -S data.speakers=mngu0`
+            value = [value]
+        ok = (
+            isinstance(value, list)
+            and value
+            and all(isinstance(name, str) and name.strip() and name.split() == [name] for name in value)
+            and len(set(value)) == len(value)
+        )
+        if not ok:
+            raise section.error("speakers", "must be 'all' or a list of distinct speaker names")
+        return tuple(value)
+
+
+def synthetic_config(params: dict) -> "SyntheticConfig":
+    """The validated ``synthetic:`` section as a :class:`SyntheticConfig`.
+
+    Raises
+    ------
+    ParamsError
+        The section is missing, has an unknown key, or holds an invalid value.
+    """
+    # Imported here so that stages not generating data do not depend on the generator.
+    from gestural.synthetic import SyntheticConfig
+
+    section = Section(params, "synthetic")
+    try:
+        return SyntheticConfig.from_params(dict(section.values))
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        if not message.startswith("params.yaml"):
+            message = f"params.yaml synthetic: {message}"
+        raise ParamsError(message) from None

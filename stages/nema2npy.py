@@ -1,0 +1,44 @@
+"""DVC stage ``nema2npy``: pair, read and clean the EMA files of ``data/extracted/``.
+
+Writes ``data/npy/`` (frames.npy, index.csv, report.json, speakers.json) and the
+summary ``metrics/data.json``. Policies (pairing, NaN runs, bad files) are
+described in :mod:`gestural.corpus`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gestural.corpus import CorpusError, build_npy, data_metrics
+from gestural.ema import EmaFormatError
+from gestural.io import write_json
+from gestural.params import DataParams, ParamsError, load_params
+
+IN_DIR = Path("data/extracted")
+OUT_DIR = Path("data/npy")
+METRICS = Path("metrics/data.json")
+
+
+def main() -> int:
+    try:
+        data = DataParams.from_params(load_params())
+        report = build_npy(IN_DIR, OUT_DIR, data)
+    except EmaFormatError as error:
+        print(f"nema2npy: {error}\n(set data.skip_bad_files: true to skip such files)", file=sys.stderr)
+        return 1
+    except (ParamsError, CorpusError) as error:
+        print(f"nema2npy: {error}", file=sys.stderr)
+        return 1
+    metrics = data_metrics(report)
+    write_json(METRICS, metrics)
+    print(
+        f"nema2npy: kept {metrics['utterances_kept']} of {report['ema_files']} utterances "
+        f"({metrics['frames']} frames, {metrics['hours']} h); dropped "
+        f"{ {k: v for k, v in metrics['dropped_by_reason'].items() if v} } -> {OUT_DIR}/report.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

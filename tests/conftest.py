@@ -1,0 +1,123 @@
+"""Shared fixtures: tiny synthetic archives and hand-made corpora laid out like emadata.tgz."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gestural import ema
+from gestural.synthetic import SyntheticConfig, write_corpus
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_synthetic_config(**overrides) -> SyntheticConfig:
+    """A two-speaker corpus of a few 1.2-1.6 s utterances, with every blemish of the real one.
+
+    Utterances are long enough (>= 240 frames) that the 200-frame "long" NaN run
+    leaves finite samples on both sides, so it is dropped as a too-long run.
+    """
+    settings = dict(
+        speakers=["fsyn0", "msyn0"],
+        utterances_per_speaker=6,
+        min_seconds=1.2,
+        max_seconds=1.6,
+        missing_wav=2,
+        missing_ema=1,
+        short_nan_runs=2,
+        long_nan_runs=1,
+        seed=0,
+    )
+    settings.update(overrides)
+    return SyntheticConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory):
+    """(archive path, ground-truth path, generator summary, config) of a tiny synthetic corpus."""
+    directory = tmp_path_factory.mktemp("synthetic")
+    config = tiny_synthetic_config()
+    archive, truth = directory / "emadata.tgz", directory / "ground_truth.npz"
+    summary = write_corpus(config, archive, truth)
+    return archive, truth, summary, config
+
+
+def wav_bytes(samples: int) -> bytes:
+    """A silent 16 kHz mono 16-bit wav with ``samples`` samples."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(ema.WAV_RATE)
+        handle.writeframes(b"\x00\x00" * samples)
+    return buffer.getvalue()
+
+
+class CorpusBuilder:
+    """Write a small corpus by hand: ``<root>/emadata/cin_us_<speaker>/{nema,wav,lab,etc}``.
+
+    Parameters
+    ----------
+    root : Path
+        The directory that plays ``data/extracted``.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.rng = np.random.default_rng(0)
+
+    def speaker_dir(self, speaker: str) -> Path:
+        return self.root / "emadata" / f"cin_us_{speaker}"
+
+    def values(self, frames: int = 50, columns: int = 14) -> np.ndarray:
+        """Random z-scored-looking trajectories (frames, columns)."""
+        return self.rng.standard_normal((frames, columns))
+
+    def add(self, speaker: str, utt_id: str, values: np.ndarray | None = None, *, wav: bool = True,
+            wav_frames: int | None = None, lab: bool = True, est: bool = False) -> np.ndarray:
+        """Add one utterance; returns the values written (frames, columns)."""
+        values = self.values() if values is None else np.asarray(values, dtype=np.float64)
+        base = self.speaker_dir(speaker)
+        path = base / "nema" / f"{utt_id}.ema"
+        if est:
+            ema.write_est_track(path, values)
+        else:
+            ema.write_nema(path, values)
+        if wav:
+            frames = values.shape[0] if wav_frames is None else wav_frames
+            (base / "wav").mkdir(parents=True, exist_ok=True)
+            (base / "wav" / f"{utt_id}.wav").write_bytes(wav_bytes(frames * ema.SAMPLES_PER_FRAME))
+        if lab:
+            ema.write_lab(base / "lab" / f"{utt_id}.lab", [(values.shape[0] / ema.FRAME_RATE, "sil")])
+        return values
+
+    def add_wav_only(self, speaker: str, utt_id: str, frames: int = 50) -> None:
+        path = self.speaker_dir(speaker) / "wav" / f"{utt_id}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wav_bytes(frames * ema.SAMPLES_PER_FRAME))
+
+    def write_stats(self, speaker: str, columns: int = 14) -> np.ndarray:
+        stats = np.column_stack([np.arange(columns) * 1.5, np.arange(columns) + 2.0])
+        ema.write_ema_stats(self.speaker_dir(speaker) / "ema.stats", stats)
+        return stats
+
+    def write_prompts(self, speaker: str, ids: list[str], suffix: str = "") -> None:
+        ema.write_txt_done_data(
+            self.speaker_dir(speaker) / "etc" / f"txt.done.data{suffix}", {i: "Some text." for i in ids}
+        )
+
+    def tar(self, path: Path) -> Path:
+        """Pack ``root/emadata`` into a .tgz as emadata.tgz is packed."""
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(self.root / "emadata", arcname="emadata")
+        return path
+
+
+@pytest.fixture
+def corpus_builder(tmp_path) -> CorpusBuilder:
+    return CorpusBuilder(tmp_path / "extracted")

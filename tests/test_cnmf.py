@@ -1,0 +1,164 @@
+"""Tests of the classical convolutive NMF baseline on small planted problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gestural.cnmf import ConvNMF
+from gestural.metrics import convolve_scores, kernel_recovery, reconstruction_metrics
+
+C, L, P = 12, 8, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: one thread is fastest, and immune to a busy machine (where
+    spinning OpenMP threads fighting for 2 cores make the same fit 30x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def planted_problem(frames: int, seed: int = 0, noise: float = 0.005):
+    """Smooth non-negative kernels (bumps centred in the window), sparse spike scores.
+
+    Returns kernels (P, C, L) of unit norm, baseline (C,), and a function that draws
+    utterances (C, T) of the same model.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(L)
+    kernels = np.zeros((P, C, L))
+    for p in range(P):
+        for c in rng.choice(C, 4, replace=False):  # each gesture moves 4 channels
+            centre, width = rng.uniform(2.5, 4.5), rng.uniform(0.7, 1.2)
+            kernels[p, c] = rng.uniform(0.5, 1.0) * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    kernels /= np.linalg.norm(kernels.reshape(P, -1), axis=1)[:, None, None]
+    baseline = rng.uniform(0.05, 0.2, C)
+
+    def draw(length: int) -> np.ndarray:
+        scores = (rng.random((P, length)) < 0.01) * rng.uniform(0.5, 1.0, (P, length))
+        x = convolve_scores(scores, kernels, baseline).numpy()
+        return np.clip(x + noise * rng.standard_normal(x.shape), 0.0, None)
+
+    utterances = [draw(n) for n in np.full(frames // 1000, 1000)]
+    return kernels, baseline, utterances, draw
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"num_gestures": 0, "win_size": 5}, "num_gestures"),
+        ({"num_gestures": 3, "win_size": 0}, "win_size"),
+        ({"num_gestures": 3, "win_size": 5, "lambda_l1_scores": -1.0}, "lambda_l1_scores"),
+        ({"num_gestures": 3, "win_size": 5, "lambda_l1_kernels": -0.1}, "lambda_l1_kernels"),
+        ({"num_gestures": 3, "win_size": 5, "lambda_xortho": float("nan")}, "lambda_xortho"),
+        ({"num_gestures": 3, "win_size": 5, "max_iter": 0}, "max_iter"),
+    ],
+)
+def test_bad_parameters_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ConvNMF(**kwargs)
+
+
+def test_bad_utterances_are_rejected_clearly():
+    model = ConvNMF(2, 4, max_iter=2)
+    good = np.ones((C, 30))
+    with pytest.raises(TypeError, match="list"):
+        model.fit(good)
+    bad = good.copy()
+    bad[0, 3] = -0.5
+    with pytest.raises(ValueError, match="utterance 1 has negative values"):
+        model.fit([good, bad])
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="utterance 1 contains NaN"):
+        model.fit([good, bad])
+    with pytest.raises(ValueError, match="utterance 1 has 11 channels"):
+        model.fit([good, good[:11]])
+    with pytest.raises(RuntimeError, match="fit first"):
+        ConvNMF(2, 4).transform([good])
+    model.fit([good])
+    with pytest.raises(ValueError, match="utterance 0 has 11 channels"):
+        model.transform([good[:11]])
+
+
+def test_cost_never_increases_without_penalties():
+    _, _, utterances, _ = planted_problem(3000, seed=1)
+    model = ConvNMF(4, L, max_iter=150, tol=0.0, seed=3).fit(utterances)
+    cost = np.array(model.cost_history_)
+    assert model.n_iter_ == len(cost) == 150
+    # float32 arithmetic: allow rounding-level wobble only
+    assert np.all(np.diff(cost) <= 1e-6 * cost[:-1])
+    assert cost[-1] < 0.5 * cost[0]
+    transformed = model.transform(utterances[:1], max_iter=50)
+    t_cost = np.array(model.transform_cost_history_)
+    assert len(transformed) == 1 and transformed[0].shape == (4, 1000)
+    assert np.all(np.diff(t_cost) <= 1e-6 * t_cost[:-1])
+
+
+def test_same_seed_same_result_and_tol_stops_early():
+    _, _, utterances, _ = planted_problem(2000, seed=2)
+    a = ConvNMF(3, L, max_iter=30, seed=5).fit(utterances)
+    b = ConvNMF(3, L, max_iter=30, seed=5).fit(utterances)
+    np.testing.assert_array_equal(a.gesture_kernels_, b.gesture_kernels_)
+    np.testing.assert_array_equal(a.baseline_, b.baseline_)
+    early = ConvNMF(3, L, max_iter=5000, tol=1e-3, seed=5).fit(utterances)
+    assert early.n_iter_ < 5000
+    assert abs(early.cost_history_[-1] - early.cost_history_[-2]) <= 1e-3 * early.cost_history_[-2]
+
+
+def test_recovers_planted_gestures_and_explains_held_out_data():
+    kernels, baseline, utterances, draw = planted_problem(5000, seed=0)
+    model = ConvNMF(P, L, max_iter=400, tol=0.0, lambda_l1_scores=0.03, seed=0)
+    train_scores = model.fit_transform(utterances)
+    assert model.gesture_kernels_.shape == (P, C, L) and model.baseline_.shape == (C,)
+    np.testing.assert_allclose(np.linalg.norm(model.gesture_kernels_.reshape(P, -1), axis=1), 1.0, rtol=1e-5)
+    assert [s.shape for s in train_scores] == [(P, 1000)] * 5
+    assert min(s.min() for s in train_scores) >= 0.0
+
+    recovery = kernel_recovery(kernels, model.gesture_kernels_)
+    assert recovery["matched_cosine_mean"] >= 0.9
+    assert np.abs(model.baseline_ - baseline).max() < 0.01
+
+    held_out = [draw(600), draw(1400)]
+    scores = model.transform(held_out, max_iter=200)
+    reconstruction = [convolve_scores(s, model.gesture_kernels_, model.baseline_) for s in scores]
+    fit = reconstruction_metrics(torch.cat(reconstruction, dim=1), np.concatenate(held_out, axis=1))
+    assert fit["variance_explained"] > 0.9
+
+
+def test_utterances_do_not_leak_into_each_other():
+    # With W fixed, an utterance's scores must not depend on what its neighbour contains:
+    # here the neighbour ends mid-movement, whose tail would spill over without the gap.
+    _, _, utterances, draw = planted_problem(2000, seed=4)
+    model = ConvNMF(P, L, max_iter=100, tol=0.0, seed=1).fit(utterances)
+    quiet, loud = draw(300), draw(300)
+    loud[:, -3:] = 1.0
+    second = draw(200)
+    after_quiet = model.transform([quiet, second])[1]
+    after_loud = model.transform([loud, second])[1]
+    np.testing.assert_allclose(after_quiet, after_loud, rtol=1e-5, atol=1e-7)
+    assert np.abs(after_quiet).max() > 0.1
+
+
+def test_penalties_run_and_sparsify():
+    _, _, utterances, _ = planted_problem(2000, seed=5, noise=0.01)
+    plain = ConvNMF(5, L, max_iter=60, seed=0).fit(utterances)
+    sparse = ConvNMF(5, L, max_iter=60, seed=0, lambda_l1_scores=0.1, lambda_l1_kernels=0.01,
+                     lambda_xortho=1e-3).fit(utterances)
+    assert np.isfinite(sparse.cost_history_).all()
+    assert (sparse.gesture_kernels_ >= 0).all()
+    l1_plain = sum(np.abs(s).sum() for s in plain.transform(utterances, max_iter=60))
+    l1_sparse = sum(np.abs(s).sum() for s in sparse.transform(utterances, max_iter=60))
+    assert l1_sparse < l1_plain
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu():
+    _, _, utterances, _ = planted_problem(2000, seed=6)
+    cpu = ConvNMF(P, L, max_iter=50, tol=0.0, seed=0).fit(utterances)
+    gpu = ConvNMF(P, L, max_iter=50, tol=0.0, seed=0, device="cuda").fit(utterances)
+    np.testing.assert_allclose(gpu.gesture_kernels_, cpu.gesture_kernels_, atol=1e-3)
+    np.testing.assert_allclose(gpu.cost_history_, cpu.cost_history_, rtol=1e-3)
