@@ -27,10 +27,18 @@ def score_hoyer(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     """
     real = mask.to(scores.dtype)
     h = scores * real[:, None, :]
-    per_frame = _hoyer_from_sums(h.sum(1), h.square().sum(1).add(1e-12).sqrt(), scores.shape[1])
+    per_frame = _hoyer_from_sums(h.sum(1), _safe_norm(h, 1), scores.shape[1])
     across_gestures = (per_frame * real).sum() / real.sum().clamp_min(1.0)
-    per_gesture = _hoyer_from_sums(h.sum((0, 2)), h.square().sum((0, 2)).add(1e-12).sqrt(), real.sum())
+    per_gesture = _hoyer_from_sums(h.sum((0, 2)), _safe_norm(h, (0, 2)), real.sum())
     return across_gestures, per_gesture.mean()
+
+
+def _safe_norm(h: torch.Tensor, dim) -> torch.Tensor:
+    """L2 norm along ``dim`` that is exactly 0 for a zero vector and has a finite gradient."""
+    squares = h.square().sum(dim)
+    nonzero = squares > 0
+    return torch.where(nonzero, torch.where(nonzero, squares, torch.ones_like(squares)).sqrt(),
+                       torch.zeros_like(squares))
 
 
 def l1_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -449,3 +449,43 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ge
     model = GesturalAutoEncoder(ModelConfig(**payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload
+
+
+def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
+                           metrics_path: Path, curve_path: Path) -> None:
+    """model.pt, gestures.npy (float32, K x 12 x win_size), train metrics and the learning curve."""
+    import csv
+    import io
+
+    from .io import save_npy, write_json, write_text
+
+    model_dir = Path(model_dir)
+    save_model(model_dir / "model.pt", result.model, config, normalization)
+    kernels = result.model.decoder.gesture_kernels.detach().cpu().numpy().astype(np.float32)
+    save_npy(model_dir / "gestures.npy", kernels)
+    last = result.history[-1]
+    write_json(metrics_path, {
+        "epochs": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "train_loss": last.train_loss,
+        "train_reconstruction": last.train_reconstruction,
+        "test_reconstruction": last.test_reconstruction,
+        "sparsity_penalty": last.sparsity_penalty,
+        "kl": last.kl,
+        "hoyer_across_gestures": last.hoyer_across_gestures,
+        "hoyer_across_time": last.hoyer_across_time,
+        "active_scores": last.active_scores,
+        "gestures_in_use": last.gestures_in_use,
+        # Time and speed of this invocation (after a resume: of the epochs it ran).
+        "seconds": result.seconds,
+        "frames_per_second": result.frames_per_second,
+        "train_frames": result.train_frames,
+        "device": result.device,
+    })
+    buffer = io.StringIO()
+    columns = [f.name for f in dataclasses.fields(EpochRecord)]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in result.history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in dataclasses.asdict(row).items()})
+    write_text(curve_path, buffer.getvalue())

@@ -1,0 +1,132 @@
+"""The ``gestural`` command line (also ``python -m gestural``).
+
+Subcommands
+-----------
+factorize
+    Factorise EMA files with a trained model (see :mod:`gestural.factorize`).
+
+Exit status: 0 on success; 1 when some files of a directory failed (the others are
+written); 2 for a usage error, an unusable model, or a single input file that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gestural", description="Discover articulatory gestures in EMA kinematics.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    factorize = commands.add_parser(
+        "factorize", help="factorise EMA utterances with a trained model",
+        description="Factorise one EMA file (nema or EST Track, z-scored as in the corpus) or every *.ema file "
+                    "of a directory into gestural scores. Writes <out>/<utterance id>/ with scores.npy (K, T), "
+                    "reconstruction.npy (12, T, normalised units), metrics.json, kinematics.png, gestures.png "
+                    "and scores.png.")
+    factorize.add_argument("--model", required=True, type=Path, help="trained model (models/model.pt)")
+    factorize.add_argument("--ema", required=True, type=Path, help="an EMA file, or a directory of *.ema files")
+    factorize.add_argument("--out", required=True, type=Path, help="output directory")
+    factorize.add_argument("--lab", type=Path, default=None,
+                           help="phone labels (.lab) for a single file; default ../lab/<id>.lab next to it")
+    factorize.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:<i> (default auto)")
+    factorize.add_argument("--max-nan-run", type=int, default=20, metavar="FRAMES",
+                           help="longest run of missing frames to interpolate (default 20 = 100 ms)")
+    factorize.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
+    factorize.add_argument("--dpi", type=int, default=110, help="resolution of the figures (default 110)")
+    factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")
+    factorize.add_argument("--quiet", action="store_true", help="no progress bar")
+    factorize.set_defaults(run=_factorize)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"gestural factorize: error: {message}", file=sys.stderr)
+
+
+def _summary(result) -> str:
+    fit = result.metrics["reconstruction"]
+    in_use = len(result.metrics["gestures_in_use"])
+    explained = fit["variance_explained"]
+    explained = "n/a" if explained is None else f"{explained:.3f}"
+    return (f"{result.source} -> {result.out_dir}/ ({result.metrics['frames']} frames, variance explained "
+            f"{explained}, {in_use} of {result.metrics['num_gestures']} gestures in use)")
+
+
+def _factorize(args) -> int:
+    # Imported here: `gestural --help` should not wait for torch and matplotlib.
+    from tqdm import tqdm
+
+    from .ema import EmaFormatError
+    from .factorize import Factorizer, FactorizeError, factorize_file, list_inputs
+
+    if args.dpi < 30 or args.max_gestures < 1:
+        _error("--dpi must be >= 30 and --max-gestures >= 1")
+        return EXIT_ERROR
+    try:
+        files = list_inputs(args.ema)
+        if args.lab is not None and (args.ema.is_dir() or not args.lab.is_file()):
+            raise FactorizeError(f"{args.lab}: --lab needs an existing .lab file and a single --ema file")
+        factorizer = Factorizer.load(args.model, args.device, args.max_nan_run)
+    except FactorizeError as error:
+        _error(str(error))
+        return EXIT_ERROR
+
+    single = not args.ema.is_dir()
+    processed, failed = [], []
+    bar = tqdm(files, desc="factorize", unit="file", disable=args.quiet or single, file=sys.stderr)
+
+    def warn(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    for path in bar:
+        try:
+            result = factorize_file(factorizer, path, args.out, lab_path=args.lab, figures=args.figures,
+                                    dpi=args.dpi, max_gestures=args.max_gestures, warn=warn)
+        except (EmaFormatError, FactorizeError) as error:
+            reason = str(error)
+        except OSError as error:  # unreadable input, or an output that cannot be written
+            reason = f"{error.filename or path}: {error.strerror or error}"
+        except RuntimeError as error:  # e.g. the GPU runs out of memory on a very long file
+            reason = f"{path}: {error}"
+        else:
+            processed.append(result)
+            continue
+        failed.append((path, reason))
+        if single:
+            _error(reason)
+            return EXIT_ERROR
+        warn(f"error: {reason}")
+    bar.close()
+
+    if single:
+        print(f"factorized {_summary(processed[0])}")
+        return EXIT_OK
+    print(f"factorized {len(processed)} of {len(files)} files into {args.out}/")
+    for result in processed:
+        print(f"  ok      {_summary(result)}")
+    for _, reason in failed:
+        print(f"  FAILED  {reason}")  # every reason starts with the file's path
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help, --version and usage errors
+        return int(exit_.code or 0)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Factorise new utterances with a trained model: ``gestural factorize``.
+
+One utterance (a nema or EST Track file of z-scored EMA, as in the corpus) goes through
+the same steps as the training data: short runs of missing samples are interpolated,
+each channel is scaled with the model's saved normalisation (``low``/``high`` of the
+training frames, clipped to [0, 1]), and the model, in evaluation mode (the posterior
+mean for a VAE), gives the gestural scores and the reconstruction. The results go into
+``<out>/<utterance id>/``, built in a temporary directory and swapped in whole:
+
+- ``scores.npy``: (K, T) float32 gestural scores;
+- ``reconstruction.npy``: (12, T) float32, normalised units;
+- ``metrics.json``: reconstruction metrics, sparsity, gestures in use, frames;
+- ``kinematics.png``, ``gestures.png``, ``scores.png`` (unless figures are turned off).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import plots
+from .corpus import fill_nan_runs
+from .ema import CHANNELS, FRAME_RATE, NUM_CHANNELS, EmaFormatError, read_ema, read_lab
+from .io import atomic_dir, save_npy, write_json
+from .metrics import reconstruction_metrics, score_sparsity
+from .model import GesturalAutoEncoder
+from .normalize import scale_to_unit
+
+OUTPUT_FILES: tuple[str, ...] = ("scores.npy", "reconstruction.npy", "metrics.json")
+FIGURE_FILES: tuple[str, ...] = ("kinematics.png", "gestures.png", "scores.png")
+DEFAULT_MAX_NAN_RUN = 20  # frames (100 ms), as data.max_nan_run
+
+
+class FactorizeError(ValueError):
+    """A model or an utterance cannot be used (the message names the file and the problem)."""
+
+
+def _json_safe(value):
+    """NaN and inf become None (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class Factorizer:
+    """A trained model with the normalisation of its training data.
+
+    Attributes
+    ----------
+    model : GesturalAutoEncoder
+        In evaluation mode, on ``device``.
+    low, high : ndarray of shape (12,)
+        Per-channel values mapped to 0 and 1 (the normalize stage's ``stats.json``).
+    device : torch.device
+    max_nan_run : int
+        Longest run of missing frames interpolated; a longer one refuses the utterance.
+    model_path : str
+    """
+
+    model: GesturalAutoEncoder
+    low: np.ndarray
+    high: np.ndarray
+    device: torch.device
+    max_nan_run: int = DEFAULT_MAX_NAN_RUN
+    model_path: str = ""
+
+    @classmethod
+    def load(cls, model_path: str | os.PathLike, device: str = "auto",
+             max_nan_run: int = DEFAULT_MAX_NAN_RUN) -> "Factorizer":
+        """Load ``model.pt`` (written by the train stage) onto ``device`` (auto | cpu | cuda[:i]).
+
+        Raises
+        ------
+        FactorizeError
+            The file is missing, is not a model, or has no normalisation; or the device
+            is unavailable.
+        """
+        from .training import load_model, resolve_device
+
+        if max_nan_run < 0:
+            raise FactorizeError(f"--max-nan-run must be >= 0 (got {max_nan_run})")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+            raise FactorizeError(f"--device must be auto, cpu, cuda or cuda:<index> (got {device!r})")
+        try:
+            torch_device = resolve_device(device)
+        except RuntimeError as error:
+            raise FactorizeError(str(error).replace("params.yaml device", "--device")) from None
+        try:
+            model, payload = load_model(model_path, torch_device)
+        except FileNotFoundError as error:
+            raise FactorizeError(str(error)) from None
+        except (ValueError, RuntimeError, KeyError, TypeError) as error:
+            raise FactorizeError(f"{model_path}: not a usable gestural model ({error})") from None
+        normalization = payload.get("normalization") or {}
+        try:
+            low = np.asarray(normalization["low"], dtype=np.float64)[:NUM_CHANNELS]
+            high = np.asarray(normalization["high"], dtype=np.float64)[:NUM_CHANNELS]
+        except (KeyError, TypeError, ValueError):
+            raise FactorizeError(f"{model_path}: the model file holds no normalisation (low/high per channel); "
+                                 "it was not written by the train stage") from None
+        if low.shape != (NUM_CHANNELS,) or high.shape != (NUM_CHANNELS,):
+            raise FactorizeError(f"{model_path}: normalisation has {low.shape[0]} channels, expected {NUM_CHANNELS}")
+        return cls(model=model, low=low, high=high, device=torch_device, max_nan_run=max_nan_run,
+                   model_path=os.fspath(model_path))
+
+    @property
+    def gesture_kernels(self) -> np.ndarray:
+        """The model's gesture kernels, (K, 12, L)."""
+        return self.model.decoder.gesture_kernels.detach().cpu().numpy()
+
+    def prepare(self, values: np.ndarray, path: str | os.PathLike = "<array>") -> tuple[np.ndarray, dict]:
+        """Raw (z-scored) frames -> the model's input.
+
+        Parameters
+        ----------
+        values : ndarray of shape (frames, 12)
+            As :func:`gestural.ema.read_ema` returns them.
+        path : path-like
+            For messages.
+
+        Returns
+        -------
+        x : ndarray of shape (12, frames), float32, in [0, 1]
+        notes : dict
+            ``missing``: what was interpolated (empty if nothing), ``clipped_fraction``:
+            share of samples outside the training range (clipped to [0, 1]).
+
+        Raises
+        ------
+        FactorizeError
+            A run of missing samples longer than ``max_nan_run``, or a channel with none.
+        """
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != NUM_CHANNELS or values.shape[0] < 1:
+            raise FactorizeError(f"{path}: expected (frames, {NUM_CHANNELS}) values, got shape {values.shape}")
+        filled, reason, detail = fill_nan_runs(values, self.max_nan_run)
+        if filled is None:
+            detail = detail.replace("data.max_nan_run", "--max-nan-run")  # the CLI's name for the limit
+            raise FactorizeError(f"{path}: missing samples that cannot be interpolated: {detail}")
+        span = self.high - self.low
+        raw = (filled - self.low) / np.where(span > 0, span, 1.0)
+        clipped = float(np.mean((raw < 0) | (raw > 1)))
+        x = scale_to_unit(filled, self.low, self.high).T
+        return np.ascontiguousarray(x), {"missing": detail, "clipped_fraction": clipped}
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (K, T) and reconstruction (12, T), float32, of one normalised utterance (12, T)."""
+        tensor = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)[None]
+        mask = torch.ones(1, tensor.shape[-1], device=self.device)
+        out = self.model(tensor, mask)
+        return (out.scores[0].float().cpu().numpy(), out.reconstruction[0].float().cpu().numpy())
+
+
+@dataclass
+class UtteranceResult:
+    """What :func:`factorize_file` wrote."""
+
+    utterance_id: str
+    source: Path
+    out_dir: Path
+    metrics: dict
+
+
+def find_lab(ema_path: str | os.PathLike) -> Path | None:
+    """The phone labels of an utterance, if the corpus layout has them.
+
+    Looks for ``../lab/<id>.lab`` (the corpus's ``nema/`` beside ``lab/``) and then
+    ``<id>.lab`` beside the EMA file.
+    """
+    ema_path = Path(ema_path)
+    for candidate in (ema_path.parent.parent / "lab" / f"{ema_path.stem}.lab", ema_path.with_suffix(".lab")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def utterance_metrics(x: np.ndarray, reconstruction: np.ndarray, scores: np.ndarray, kernels: np.ndarray) -> dict:
+    """Reconstruction and sparsity numbers of one factorised utterance (JSON-ready)."""
+    fit = reconstruction_metrics(x, reconstruction)
+    sparsity = score_sparsity(scores, kernels=kernels)
+    contribution = np.asarray(sparsity.pop("contribution"))
+    largest = contribution.max() if contribution.size else 0.0
+    in_use = np.flatnonzero((contribution > 0) & (contribution > 1e-3 * largest))
+    in_use = in_use[np.argsort(-contribution[in_use], kind="stable")]
+    fit["correlation_per_channel"] = dict(zip(CHANNELS, fit["correlation_per_channel"]))
+    return _json_safe({
+        "reconstruction": fit,
+        "sparsity": sparsity,
+        "gestures_in_use": in_use.tolist(),  # most used first
+        "gesture_contribution": {int(k): float(contribution[k]) for k in in_use},
+    })
+
+
+def _figures(directory: Path, utterance_id: str, x, reconstruction, scores, kernels, in_use, phones,
+             *, dpi: int, max_gestures: int) -> None:
+    plots.save_figure(plots.reconstruction_figure(x, reconstruction, title=f"{utterance_id}: original and "
+                                                  "reconstruction"), directory / "kinematics.png", dpi)
+    if in_use:
+        gallery = plots.gesture_traces_figure(
+            kernels, scores, order=in_use, max_gestures=max_gestures,
+            title=f"{utterance_id}: gestures used ({min(len(in_use), max_gestures)} of {len(in_use)} in use "
+                  "shown, most used first)")
+    else:
+        gallery = plots.message_figure("No gesture is active in this utterance: the model reconstructs it "
+                                       "with the resting posture alone.", title=f"{utterance_id}: gestures used")
+    plots.save_figure(gallery, directory / "gestures.png", dpi)
+    plots.save_figure(plots.score_heatmap_figure(scores, phones=phones, title=f"{utterance_id}: gestural score"),
+                      directory / "scores.png", dpi)
+
+
+def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root: str | os.PathLike, *,
+                   lab_path: str | os.PathLike | None = None, figures: bool = True, dpi: int = 110,
+                   max_gestures: int = 16, warn=print) -> UtteranceResult:
+    """Factorise one EMA file into ``<out_root>/<file stem>/`` (replaced whole, atomically).
+
+    Parameters
+    ----------
+    factorizer : Factorizer
+    ema_path : path-like
+        nema (ASCII) or EST Track file of z-scored EMA, 200 frames per second.
+    out_root : path-like
+    lab_path : path-like, optional
+        Phone labels for ``scores.png``; default :func:`find_lab`. A given file that cannot
+        be read is an error; a found one only a warning.
+    figures : bool, default True
+    dpi, max_gestures : int
+        For the figures.
+    warn : callable
+        Receives warnings (one line each).
+
+    Returns
+    -------
+    UtteranceResult
+
+    Raises
+    ------
+    EmaFormatError
+        The EMA file (or the given lab file) is malformed.
+    FactorizeError
+        Missing samples that cannot be interpolated.
+    OSError
+        A file cannot be read or the output written.
+    """
+    ema_path = Path(ema_path)
+    utterance_id = ema_path.stem
+    x, notes = factorizer.prepare(read_ema(ema_path), ema_path)
+
+    phones, lab_used = None, None
+    if lab_path is not None:
+        phones, lab_used = read_lab(lab_path), Path(lab_path)
+    elif figures:
+        found = find_lab(ema_path)
+        if found is not None:
+            try:
+                phones, lab_used = read_lab(found), found
+            except (OSError, EmaFormatError) as error:
+                warn(f"warning: {error}; scores.png drawn without phone labels")
+
+    scores, reconstruction = factorizer(x)
+    kernels = factorizer.gesture_kernels
+    numbers = utterance_metrics(x, reconstruction, scores, kernels)
+    metrics = {
+        "utterance_id": utterance_id,
+        "source": os.fspath(ema_path),
+        "lab": None if lab_used is None else os.fspath(lab_used),
+        "model": factorizer.model_path,
+        "frames": int(x.shape[1]),
+        "seconds": x.shape[1] / FRAME_RATE,
+        "num_gestures": int(kernels.shape[0]),
+        "missing_samples": notes["missing"] or None,
+        "clipped_fraction": notes["clipped_fraction"],
+        **numbers,
+    }
+    if notes["clipped_fraction"] > 0.01:
+        warn(f"warning: {ema_path}: {notes['clipped_fraction']:.1%} of the samples lie outside the training "
+             "range and were clipped (another speaker or recording setup?)")
+
+    out_dir = Path(out_root) / utterance_id
+    with atomic_dir(out_dir) as tmp:
+        save_npy(tmp / "scores.npy", scores.astype(np.float32))
+        save_npy(tmp / "reconstruction.npy", reconstruction.astype(np.float32))
+        write_json(tmp / "metrics.json", metrics)
+        if figures:
+            _figures(tmp, utterance_id, x, reconstruction, scores, kernels, metrics["gestures_in_use"], phones,
+                     dpi=dpi, max_gestures=max_gestures)
+    return UtteranceResult(utterance_id=utterance_id, source=ema_path, out_dir=out_dir, metrics=metrics)
+
+
+def list_inputs(path: str | os.PathLike) -> list[Path]:
+    """The EMA files to factorise: ``path`` itself, or the ``*.ema`` files in a directory (sorted).
+
+    Raises
+    ------
+    FactorizeError
+        ``path`` does not exist, or a directory holds no ``*.ema`` file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.ema") if p.is_file())
+        if not files:
+            raise FactorizeError(f"{path}: no *.ema files in this directory")
+        return files
+    if not path.exists():
+        raise FactorizeError(f"{path}: no such file or directory")
+    return [path]

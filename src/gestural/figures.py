@@ -1,0 +1,333 @@
+"""The pipeline's summary figures (stage ``plot``): read the stage outputs, draw, save PNGs.
+
+:func:`make_figures` takes every input path explicitly, so that it can run on hand-made
+files; ``stages/plot.py`` only supplies the pipeline's paths and ``params.yaml``'s ``plot:``
+section. The set of files written never changes (:data:`FIGURES`): a figure that cannot be
+drawn from the inputs (no ground truth, no example utterance) says why instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .dataset import CorpusFileError, read_index
+from .ema import CHANNELS, EmaFormatError, read_ema_stats, read_lab
+from .io import atomic_dir
+
+FIGURES: tuple[str, ...] = (
+    "learning_curves.png",
+    "channel_correlation.png",
+    "reconstruction.png",
+    "gestures.png",
+    "gesture_paths.png",
+    "scores.png",
+    "planted_vs_learned.png",
+    "neural_vs_classical.png",
+)
+
+
+class FigureInputError(ValueError):
+    """An input of the plot stage is missing or malformed (names the file and its stage)."""
+
+
+@dataclass(frozen=True)
+class PlotParams:
+    """The ``plot:`` section of params.yaml.
+
+    Attributes
+    ----------
+    dpi : int
+        Resolution of the PNGs.
+    max_gestures : int
+        Largest number of gestures in the galleries.
+    example : int
+        Which of the evaluate stage's example utterances to draw (0-based, clamped).
+    """
+
+    dpi: int = 110
+    max_gestures: int = 16
+    example: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> "PlotParams":
+        """Validate the optional ``plot:`` section (defaults when it is absent)."""
+        from .params import Section
+
+        if "plot" not in (params or {}):
+            return cls()
+        section = Section(params, "plot")
+        values = {}
+        for key, minimum in (("dpi", 30), ("max_gestures", 1), ("example", 0)):
+            if key in section.values:
+                values[key] = section.integer(key, minimum=minimum)
+        section.check_unknown()
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """Where :func:`make_figures` reads from (every path explicit; defaults: the pipeline's)."""
+
+    model: Path = Path("models/model.pt")
+    gestures: Path | None = Path("models/gestures.npy")
+    learning_curve: Path = Path("plots/train/learning_curve.csv")
+    evaluation: Path = Path("evaluation")
+    correlation: Path = Path("plots/eval/per_channel_correlation.csv")
+    normalized: Path = Path("data/normalized")
+    extracted: Path = Path("data/extracted")
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise FigureInputError(f"{path}: no such file (run `dvc repro {stage}`)")
+    return path
+
+
+def read_learning_curve(path: str | os.PathLike) -> list[dict]:
+    """Rows of ``learning_curve.csv`` as dicts of strings."""
+    with open(_need(Path(path), "train"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and "epoch" not in rows[0]:
+        raise FigureInputError(f"{path}: no 'epoch' column (header {list(rows[0])})")
+    return rows
+
+
+def read_channel_correlation(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-channel r of both methods from ``per_channel_correlation.csv``, in :data:`CHANNELS` order.
+
+    Missing cells (undefined r) and missing channels become NaN; ``classical`` is None
+    when the file has no such column.
+    """
+    path = _need(Path(path), "evaluate")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if "channel" not in header or "neural" not in header:
+            raise FigureInputError(f"{path}: expected columns channel, neural[, classical], got {header}")
+        table = {row["channel"]: row for row in reader}
+
+    def column(name: str) -> np.ndarray:
+        values = np.full(len(CHANNELS), np.nan)
+        for c, channel in enumerate(CHANNELS):
+            cell = (table.get(channel) or {}).get(name) or ""
+            try:
+                values[c] = float(cell) if cell.strip() else np.nan
+            except ValueError:
+                raise FigureInputError(f"{path}: channel {channel}, column {name}: {cell!r} is not a number") from None
+        return values
+
+    return column("neural"), (column("classical") if "classical" in header else None)
+
+
+def _load_npz(path: Path, stage: str) -> dict:
+    try:
+        with np.load(_need(path, stage), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (ValueError, OSError) as error:
+        raise FigureInputError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def read_examples(path: str | os.PathLike) -> list[dict]:
+    """The example utterances of ``examples.npz``: one dict per example.
+
+    Each dict has ``id``, ``x``, ``neural_reconstruction``, ``neural_scores``,
+    ``classical_reconstruction``, ``classical_scores`` (absent arrays are left out).
+    """
+    path = Path(path)
+    arrays = _load_npz(path, "evaluate")
+    ids = [str(i) for i in np.atleast_1d(arrays.get("ids", np.array([], dtype=str)))]
+    examples = []
+    for n, utterance_id in enumerate(ids):
+        example = {"id": utterance_id}
+        for key in ("x", "neural_reconstruction", "neural_scores", "classical_reconstruction", "classical_scores"):
+            if f"{key}_{n}" in arrays:
+                example[key] = arrays[f"{key}_{n}"]
+        if "x" not in example:
+            raise FigureInputError(f"{path}: example {n} ({utterance_id}) has no x_{n}")
+        examples.append(example)
+    return examples
+
+
+def read_matching(path: str | os.PathLike) -> dict:
+    path = _need(Path(path), "evaluate")
+    try:
+        matching = json.loads(path.read_text())
+    except ValueError as error:
+        raise FigureInputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(matching, dict):
+        raise FigureInputError(f"{path}: expected a JSON object")
+    return matching
+
+
+def _index_rows(normalized: Path) -> dict[str, dict]:
+    try:
+        return {row["utterance_id"]: row for row in read_index(normalized / "index.csv", ("utterance_id", "speaker", "lab"))}
+    except CorpusFileError as error:
+        print(f"plot: {error}; drawing without phone labels")
+        return {}
+
+
+def _phones(row: dict | None, extracted: Path) -> list[tuple[float, str]] | None:
+    """The example's phone segmentation, or None (with a note) when there is none."""
+    if not row or not row.get("lab"):
+        return None
+    path = extracted / row["lab"]
+    try:
+        return read_lab(path)
+    except (OSError, EmaFormatError) as error:
+        print(f"plot: phone labels unavailable ({error})")
+        return None
+
+
+def _unit_stats(normalization: dict, speaker: str | None, extracted: Path) -> dict:
+    """Normalisation stats with the speaker's ``ema.stats``, from stats.json or the corpus."""
+    stats = dict(normalization)
+    if speaker and speaker not in (stats.get("ema_stats") or {}):
+        path = extracted / "emadata" / f"cin_us_{speaker}" / "ema.stats"
+        if path.is_file():
+            try:
+                table = read_ema_stats(path)
+                stats["ema_stats"] = {speaker: {"mean": table[:, 0].tolist(), "std": table[:, 1].tolist()}}
+            except EmaFormatError as error:
+                print(f"plot: {error}; gesture paths in corpus units")
+    return stats
+
+
+def _typical_amplitudes(scores: list[np.ndarray], num_gestures: int) -> np.ndarray:
+    """Median non-zero score of each gesture over the examples (what one occurrence looks like)."""
+    pooled = np.concatenate(scores, axis=1) if scores else np.zeros((num_gestures, 0))
+    nonzero = pooled[pooled > 0]
+    fallback = float(np.median(nonzero)) if nonzero.size else 1.0
+    amplitudes = np.full(num_gestures, fallback)
+    for k in range(num_gestures):
+        row = pooled[k][pooled[k] > 0]
+        if row.size:
+            amplitudes[k] = float(np.median(row))
+    return amplitudes
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs(),
+                 params: PlotParams = PlotParams()) -> list[Path]:
+    """Draw every figure of :data:`FIGURES` into ``out_dir`` (replaced atomically).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        ``plots/figures``.
+    inputs : FigureInputs
+        The trained model (``model.pt``, and ``gestures.npy`` when given), the learning
+        curve, the evaluate stage's ``evaluation/`` directory and per-channel correlation
+        CSV, and the corpus (``data/normalized`` for index.csv and stats.json,
+        ``data/extracted`` for the lab files and ``ema.stats``).
+    params : PlotParams
+
+    Returns
+    -------
+    paths : list of Path
+        The files written, in :data:`FIGURES` order.
+
+    Raises
+    ------
+    FigureInputError
+        A required input is missing or malformed.
+    """
+    from .training import load_model
+
+    try:
+        model, payload = load_model(_need(Path(inputs.model), "train"))
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        raise FigureInputError(f"{inputs.model}: cannot be loaded ({error}); run `dvc repro train`") from None
+    kernels = model.decoder.gesture_kernels.detach().cpu().numpy()
+    if inputs.gestures is not None and Path(inputs.gestures).is_file():
+        saved = np.load(inputs.gestures, allow_pickle=False)
+        if saved.shape != kernels.shape:
+            raise FigureInputError(f"{inputs.gestures}: shape {saved.shape} does not match {inputs.model}'s "
+                                   f"kernels {kernels.shape}; run `dvc repro train`")
+        kernels = saved
+    baseline = model.decoder.baseline.detach().cpu().numpy()
+    normalization = payload.get("normalization") or {}
+    if not normalization and (Path(inputs.normalized) / "stats.json").is_file():
+        normalization = json.loads((Path(inputs.normalized) / "stats.json").read_text())
+    loss = (payload.get("train_config") or {}).get("loss")
+
+    curve = read_learning_curve(inputs.learning_curve)
+    neural_r, classical_r = read_channel_correlation(inputs.correlation)
+    evaluation = Path(inputs.evaluation)
+    examples = read_examples(evaluation / "examples.npz")
+    matching = read_matching(evaluation / "matching.json")
+    classical = _load_npz(evaluation / "classical.npz", "evaluate")
+    planted_path = evaluation / "planted.npz"
+    planted = _load_npz(planted_path, "evaluate").get("kernels") if planted_path.is_file() else None
+
+    example = examples[min(params.example, len(examples) - 1)] if examples else None
+    row = _index_rows(Path(inputs.normalized)).get(example["id"]) if example else None
+    phones = _phones(row, Path(inputs.extracted))
+    speaker = row.get("speaker") if row else None
+    neural_scores = [e["neural_scores"] for e in examples if "neural_scores" in e]
+    usage = np.stack([s.sum(axis=1) for s in neural_scores], axis=1) if neural_scores else None
+    order, _ = plots.rank_gestures(kernels, usage)
+    no_example = "No example utterance to draw (evaluate.examples is 0 or the held-out split is empty)."
+
+    def draw(name: str):
+        if name == "learning_curves.png":
+            return plots.learning_curves_figure(curve, loss=loss)
+        if name == "channel_correlation.png":
+            return plots.channel_correlation_figure(neural_r, classical_r)
+        if name == "gestures.png":
+            return plots.gesture_traces_figure(kernels, usage, max_gestures=params.max_gestures,
+                                               title=None if usage is None else
+                                               f"Gesture kernels: the {min(params.max_gestures, len(kernels))} "
+                                               f"most used of {len(kernels)} in the example utterances")
+        if name == "gesture_paths.png":
+            return plots.gesture_paths_figure(
+                kernels, baseline, stats=_unit_stats(normalization, speaker, Path(inputs.extracted)),
+                order=order, max_gestures=params.max_gestures, speaker=speaker,
+                amplitudes=_typical_amplitudes(neural_scores, len(kernels)))
+        if name == "planted_vs_learned.png":
+            neural_pairs = (matching.get("neural") or {}).get("kernel_recovery")
+            if planted is None or neural_pairs is None:
+                return plots.message_figure("No ground truth: the corpus is not synthetic, so there are no planted "
+                                            "gestures to compare with.", title="Planted vs learned gestures")
+            classical_pairs = (matching.get("classical") or {}).get("kernel_recovery")
+            return plots.planted_vs_learned_figure(
+                planted, kernels, neural_pairs, max_rows=params.max_gestures,
+                classical=classical.get("gesture_kernels") if classical_pairs is not None else None,
+                classical_assignment=classical_pairs)
+        if example is None:
+            return plots.message_figure(no_example)
+        label = f"held-out utterance {example['id']}"
+        if name == "reconstruction.png":
+            return plots.reconstruction_figure(example["x"], example["neural_reconstruction"],
+                                               title=f"Auto-encoder reconstruction of {label}")
+        if name == "scores.png":
+            return plots.score_heatmap_figure(example["neural_scores"], phones=phones,
+                                              title=f"Gestural score of {label} (auto-encoder)")
+        if name == "neural_vs_classical.png":
+            return plots.neural_vs_classical_figure(
+                example["x"], example["neural_reconstruction"], example["classical_reconstruction"],
+                example["neural_scores"], example["classical_scores"], phones=phones,
+                title=f"Auto-encoder vs classical convolutive NMF on {label}")
+        raise AssertionError(name)
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for name in FIGURES:
+            try:
+                figure = draw(name)
+            except KeyError as error:
+                raise FigureInputError(f"{evaluation / 'examples.npz'}: missing array {error} for {name}") from None
+            plots.save_figure(figure, tmp / name, dpi=params.dpi)
+    return [out_dir / name for name in FIGURES]

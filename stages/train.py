@@ -1,0 +1,43 @@
+"""DVC stage ``train``: learn gestures and gestural scores from ``data/normalized``.
+
+Writes models/model.pt, models/gestures.npy, metrics/train.json and
+plots/train/learning_curve.csv; logs to runs/<run name> for TensorBoard; resumes from
+checkpoints/train.pt when a run with the same settings was interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gestural.dataset import CorpusFileError, NormalizedCorpus
+from gestural.params import ParamsError, load_params
+from gestural.training import TrainConfig, Trainer, default_run_name, write_training_outputs
+
+DATA_DIR = Path("data/normalized")
+CHECKPOINT = Path("checkpoints/train.pt")
+
+
+def main() -> int:
+    try:
+        config = TrainConfig.from_params(load_params())
+        corpus = NormalizedCorpus.load(DATA_DIR)
+    except (ParamsError, ValueError, CorpusFileError, FileNotFoundError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 1
+    run_name = default_run_name(config)
+    print(f"train: {len(corpus.ids('train'))} train / {len(corpus.ids('test'))} held-out utterances; "
+          f"TensorBoard run runs/{run_name}")
+    trainer = Trainer(config, corpus.utterances("train"), corpus.utterances("test"),
+                      checkpoint_path=CHECKPOINT, log_dir=Path("runs") / run_name)
+    result = trainer.fit()
+    write_training_outputs(result, config, corpus.stats, Path("models"), Path("metrics/train.json"),
+                           Path("plots/train/learning_curve.csv"))
+    last = result.history[-1]
+    print(f"train: {result.seconds:.1f} s, {result.frames_per_second / 1e6:.3f} M frames/s on {result.device}; "
+          f"held-out {config.loss} {last.test_reconstruction:.5f}, gestures in use {last.gestures_in_use:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Tests of the evaluate stage: planted truth in normalised units, metric plumbing, baseline, outputs."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gestural import ema
+from gestural.batches import UtteranceStore
+from gestural.dataset import INDEX_COLUMNS, write_index
+from gestural.evaluation import (METRIC_KEYS, BaselineParams, EvaluateParams, EvaluationError, Factorised,
+                                 PlantedTruth, evaluate_factorisation, example_indices, fit_classical,
+                                 neural_factorisation, planted_kernels_normalised, planted_truth, recovery_metrics,
+                                 run_evaluation)
+from gestural.io import save_npy, write_json
+from gestural.metrics import convolve_scores, kernel_recovery
+from gestural.model import GesturalAutoEncoder, ModelConfig
+from gestural.params import ParamsError
+from gestural.training import TrainConfig, save_model
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+C, L, P = 12, 8, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny problems: one thread is fastest and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def planted_kernels(seed: int = 0) -> np.ndarray:
+    """(P, C, L) smooth bumps on 4 channels each, unit norm, clearly distinct."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(L)
+    kernels = np.zeros((P, C, L))
+    for p in range(P):
+        for c in rng.choice(C, 4, replace=False):
+            kernels[p, c] = rng.uniform(0.5, 1.0) * np.exp(-0.5 * ((t - rng.uniform(2.5, 4.5)) / 1.0) ** 2)
+    return kernels / np.linalg.norm(kernels.reshape(P, -1), axis=1)[:, None, None]
+
+
+def spike_scores(frames: int, rng: np.random.Generator, rate: float = 0.015) -> np.ndarray:
+    """Sparse spikes, at least L frames apart within each gesture, none in the first or last L frames."""
+    scores = np.zeros((P, frames))
+    for p in range(P):
+        t = L + int(rng.integers(0, L))  # room before the first onset for shifted copies
+        while t < frames - L:
+            if rng.random() < rate * L:
+                scores[p, t] = rng.uniform(0.5, 1.0)
+                t += L
+            else:
+                t += 1
+    return scores
+
+
+def planted_problem(lengths, seed: int = 0):
+    """Kernels (P, C, L), baseline (C,), per-utterance scores and data (noise-free)."""
+    rng = np.random.default_rng(seed)
+    kernels = planted_kernels(seed)
+    baseline = rng.uniform(0.1, 0.2, C)
+    scores = [spike_scores(n, rng) for n in lengths]
+    data = [convolve_scores(h, kernels, baseline).numpy().astype(np.float32) for h in scores]
+    return kernels, baseline, scores, data
+
+
+def onsets_of(scores: list[np.ndarray]) -> list[list[np.ndarray]]:
+    return [[np.flatnonzero(h[p]) for p in range(h.shape[0])] for h in scores]
+
+
+# --------------------------------------------------------------------- planted truth
+
+
+def test_planted_kernels_map_with_high_minus_low():
+    stats = {"low": [-1.0] * 11 + [2.0], "high": [3.0] * 11 + [2.5]}
+    kernels = np.zeros((1, 12, 2))
+    kernels[0, 0] = [2.0, 4.0]  # span 4 -> 0.5, 1.0
+    kernels[0, 11] = [1.0, 0.25]  # span 0.5 -> 2.0, 0.5 (the offset low = 2 cancels)
+    mapped = planted_kernels_normalised(kernels, stats)
+    np.testing.assert_allclose(mapped[0, 0], [0.5, 1.0])
+    np.testing.assert_allclose(mapped[0, 11], [2.0, 0.5])
+    assert np.all(mapped[0, 1:11] == 0)
+    with pytest.raises(ValueError, match="high must exceed low"):
+        planted_kernels_normalised(kernels, {"low": [0.0] * 12, "high": [0.0] + [1.0] * 11})
+
+
+def write_truth(path: Path, kernels_zscored, ids, events) -> None:
+    """events: rows (utterance index, gesture, onset, amplitude)."""
+    events = np.asarray(events, dtype=np.float64).reshape(-1, 4)
+    np.savez(path, kernels_zscored=np.asarray(kernels_zscored, np.float32), utterance_ids=np.array(ids),
+             event_utterance=events[:, 0].astype(np.int64), event_gesture=events[:, 1].astype(np.int64),
+             event_onset=events[:, 2].astype(np.int64), event_amplitude=events[:, 3].astype(np.float32))
+
+
+def test_planted_truth_builds_spikes_by_utterance_id(tmp_path):
+    stats = {"low": [0.0] * 12, "high": [2.0] * 12}
+    kernels = np.ones((2, 12, 3))
+    events = [(0, 0, 5, 0.5), (1, 1, 2, 0.75), (1, 0, 7, 1.0), (2, 1, 1, 0.25), (1, 1, 9, 0.5)]
+    path = tmp_path / "truth.npz"
+    write_truth(path, kernels, ["a", "b", "c"], events)
+    # "a" was dropped by nema2npy: not in the test split. Order follows test_ids.
+    truth = planted_truth(path, ["c", "b"], [4, 10], stats)
+    np.testing.assert_allclose(truth.kernels, 0.5)
+    assert [h.shape for h in truth.scores] == [(2, 4), (2, 10)]
+    expected_c = np.zeros((2, 4))
+    expected_c[1, 1] = 0.25
+    expected_b = np.zeros((2, 10))
+    expected_b[1, 2], expected_b[0, 7], expected_b[1, 9] = 0.75, 1.0, 0.5
+    np.testing.assert_allclose(truth.scores[0], expected_c)
+    np.testing.assert_allclose(truth.scores[1], expected_b)
+    assert [o.tolist() for o in truth.onsets[1]] == [[7], [2, 9]]
+    with pytest.raises(EvaluationError, match=r"truth.npz has no utterance 'z'"):
+        planted_truth(path, ["b", "z"], [10, 5], stats)
+
+
+# ------------------------------------------------------------------- metric plumbing
+
+
+def test_perfect_factorisation_scores_one():
+    lengths = [300, 420, 350]
+    kernels, baseline, scores, data = planted_problem(lengths)
+    truth = PlantedTruth(kernels=kernels, scores=scores, onsets=onsets_of(scores))
+    # Learned: the planted gestures in another order, plus one spare that is never used.
+    order = [2, 0, 1]
+    learned_kernels = np.concatenate([kernels[order], np.full((1, C, L), 1.0 / np.sqrt(C * L))])
+    learned_scores = [np.concatenate([h[order], np.zeros((1, h.shape[1]))]) for h in scores]
+    factorised = Factorised(gesture_kernels=learned_kernels, baseline=baseline, scores=learned_scores,
+                            reconstructions=data, fit_seconds=1.5, inference_seconds=0.25)
+    metrics, matching = evaluate_factorisation(data, factorised, truth)
+    assert set(METRIC_KEYS) <= set(metrics)
+    assert metrics["variance_explained"] == pytest.approx(1.0)
+    assert metrics["rmse"] == pytest.approx(0.0, abs=1e-7)
+    assert list(metrics["correlation_per_channel"]) == list(ema.CHANNELS)
+    assert metrics["seqnmf_similarity"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["kernel_cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["onset_f1"] == pytest.approx(1.0)
+    assert metrics["gestures_in_use"] == pytest.approx(3 / 4)
+    assert metrics["fit_seconds"] == 1.5
+    assert {(m["planted"], m["learned"], m["lag"]) for m in matching["kernel_recovery"]} == {(2, 0, 0), (0, 1, 0),
+                                                                                            (1, 2, 0)}
+    assert {(m["planted"], m["learned"]) for m in matching["seqnmf"]} == {(2, 0), (0, 1), (1, 2)}
+
+
+def test_onset_f1_uses_the_matched_lag():
+    """A learned kernel delayed by 2 frames fires 2 frames earlier; the lag puts it back."""
+    lengths = [400, 300]
+    kernels, _, scores, _ = planted_problem(lengths, seed=1)
+    truth = PlantedTruth(kernels=kernels, scores=scores, onsets=onsets_of(scores))
+    delayed = np.concatenate([np.zeros((P, C, 2)), kernels], axis=2)  # (P, C, L + 2)
+    early = [np.concatenate([h[:, 2:], np.zeros((P, 2))], axis=1) for h in scores]
+    metrics, matching = recovery_metrics(truth, delayed, early, onset_tolerance=0)
+    assert [m["lag"] for m in matching["kernel_recovery"]] == [2, 2, 2]
+    assert metrics["kernel_cosine"] == pytest.approx(1.0)
+    assert metrics["onset_f1"] == pytest.approx(1.0)
+    assert metrics["seqnmf_similarity"] == pytest.approx(1.0)
+    # Peaks 1 frame late (lag 0) are misses with tolerance 0 and hits with tolerance 1.
+    late = [np.concatenate([np.zeros((P, 1)), h[:, :-1]], axis=1) for h in scores]
+    assert recovery_metrics(truth, kernels, late, onset_tolerance=0)[0]["onset_f1"] == 0.0
+    assert recovery_metrics(truth, kernels, late, onset_tolerance=1)[0]["onset_f1"] == pytest.approx(1.0)
+
+
+def test_neural_factorisation_is_full_length_in_store_order():
+    config = ModelConfig(num_gestures=4, win_size=L, hidden=8)
+    torch.manual_seed(0)
+    model = GesturalAutoEncoder(config).eval()
+    kernels = np.concatenate([planted_kernels(), planted_kernels(1)[:1]])
+    with torch.no_grad():
+        model.decoder.kernels_raw.copy_(torch.from_numpy(kernels))
+        torch.nn.init.normal_(model.encoder.layers[-1].weight, std=0.3)  # scores that vary
+        model.encoder.layers[-1].bias.fill_(0.05)
+    rng = np.random.default_rng(0)
+    utterances = [rng.uniform(0, 1, (C, n)).astype(np.float32) for n in (70, 30, 55)]
+    factorised = neural_factorisation(model, UtteranceStore(utterances), batch_size=2)
+    np.testing.assert_allclose(factorised.gesture_kernels, kernels, atol=1e-6)
+    # The encoder's inner conv sees the padding's hidden activations (not zeros) in the last
+    # 2 frames of a padded utterance; peak picking (+-5) can carry that a few frames further.
+    edge = 2 + config.peak_window + 1
+    for x, h, x_hat in zip(utterances, factorised.scores, factorised.reconstructions):
+        with torch.no_grad():
+            alone = model(torch.from_numpy(x)[None], torch.ones(1, x.shape[1], dtype=torch.bool))
+        assert h.shape == (4, x.shape[1]) and x_hat.shape == x.shape
+        assert np.count_nonzero(h[:, :-edge]) > 0
+        np.testing.assert_allclose(h[:, :-edge], alone.scores[0, :, :-edge].numpy(), atol=1e-5)
+        np.testing.assert_allclose(x_hat[:, :-edge], alone.reconstruction[0, :, :-edge].numpy(), atol=1e-5)
+    assert factorised.inference_seconds > 0
+
+
+def test_example_indices_pick_median_lengths_deterministically():
+    lengths = [50, 10, 30, 40, 20, 60, 30]
+    ids = ["a", "b", "c", "d", "e", "f", "g"]
+    # sorted: b10 e20 c30 g30 d40 a50 f60 -> the middle three
+    assert example_indices(lengths, ids, 3) == [2, 6, 3]
+    assert example_indices(lengths[:2], ids[:2], 3) == [1, 0]
+
+
+# ------------------------------------------------------------------ classical baseline
+
+
+def test_classical_baseline_recovers_planted_gestures():
+    kernels, _, _, train = planted_problem([1000] * 4, seed=2)
+    _, _, _, test = planted_problem([600], seed=3)
+    params = BaselineParams(max_iter=150, transform_iter=50, tol=0.0, lambda_xortho=0.0, max_train_frames=None)
+    cnmf, seconds, frames = fit_classical(train, P, L, params, seed=0)
+    assert frames == 4000 and seconds > 0
+    assert kernel_recovery(kernels, cnmf.gesture_kernels_)["matched_cosine_mean"] > 0.8
+
+
+def test_classical_training_subset_respects_the_frame_cap():
+    _, _, _, train = planted_problem([200] * 6, seed=4)
+    params = BaselineParams(max_iter=1, transform_iter=1, max_train_frames=450)
+    _, _, frames = fit_classical(train, P, L, params, seed=0)
+    assert frames == 400
+
+
+# ------------------------------------------------------------------------ parameters
+
+
+def evaluate_section(**baseline) -> dict:
+    base = dict(max_iter=15, transform_iter=10, tol=1e-4, lambda_l1_scores=0.0, lambda_l1_kernels=0.0,
+                lambda_xortho=0.0, max_train_frames=None)
+    base.update(baseline)
+    return {"batch_size": 4, "onset_tolerance": 2, "onset_relative_height": 0.1, "examples": 3, "baseline": base}
+
+
+def test_params_are_validated_with_the_key_named():
+    params = {"device": "cpu", "seed": 1, "evaluate": evaluate_section()}
+    parsed = EvaluateParams.from_params(params)
+    assert parsed.baseline.max_iter == 15 and parsed.seed == 1 and parsed.baseline.max_train_frames is None
+    with pytest.raises(ParamsError, match=r"evaluate\.baseline: unknown key\(s\) \['maxiter'\]"):
+        EvaluateParams.from_params({"evaluate": evaluate_section(maxiter=3)})
+    with pytest.raises(ParamsError, match=r"evaluate\.baseline\.lambda_xortho: must be"):
+        EvaluateParams.from_params({"evaluate": evaluate_section(lambda_xortho=-1.0)})
+    with pytest.raises(ParamsError, match=r"params\.yaml device"):
+        EvaluateParams.from_params({"device": "tpu", "evaluate": evaluate_section()})
+    with pytest.raises(ParamsError, match=r"no 'evaluate:' section"):
+        EvaluateParams.from_params({})
+
+
+# -------------------------------------------------------------------------- the stage
+
+
+def make_project(root: Path, *, model: bool = True, truth: bool = True) -> None:
+    """A tiny project: data/normalized, data/raw/ground_truth.npz, models/model.pt, params.yaml."""
+    lengths = [120, 150, 90, 130, 110, 140, 100, 125]
+    kernels, _, scores, data = planted_problem(lengths, seed=5)
+    ids = [f"spk_{i:03d}" for i in range(len(lengths))]
+    splits = ["train"] * 5 + ["test"] * 3
+    span = np.linspace(2.0, 4.0, C)
+    low = -np.ones(C)
+    normalized = root / "data" / "normalized"
+    frames = np.concatenate(data, axis=1).T.astype(np.float32)
+    save_npy(normalized / "frames.npy", frames)
+    starts = np.cumsum([0] + lengths[:-1])
+    rows = [dict(utterance_id=u, speaker="spk", start=int(s), frames=n, ema="", wav="", lab="", split=sp)
+            for u, s, n, sp in zip(ids, starts, lengths, splits)]
+    write_index(normalized / "index.csv", rows, INDEX_COLUMNS + ("split",))
+    stats = {"channels": list(ema.CHANNELS), "low": low.tolist(), "high": (low + span).tolist()}
+    write_json(normalized / "stats.json", stats)
+    if truth:
+        events = [(i, p, t, h[p, t]) for i, h in enumerate(scores) for p, t in zip(*np.nonzero(h))]
+        (root / "data" / "raw").mkdir(parents=True)
+        write_truth(root / "data" / "raw" / "ground_truth.npz", kernels * span[None, :, None], ids, events)
+    if model:
+        config = TrainConfig(num_gestures=4, win_size=L, hidden=8, epochs=1)
+        torch.manual_seed(0)
+        network = GesturalAutoEncoder(config.model_config())
+        with torch.no_grad():
+            network.decoder.kernels_raw[:P].copy_(torch.from_numpy(kernels))
+        save_model(root / "models" / "model.pt", network, config, stats)
+        write_json(root / "metrics" / "train.json", {"seconds": 12.5})
+    params = {"device": "cpu", "seed": 0, "evaluate": evaluate_section()}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def stage_main():
+    spec = importlib.util.spec_from_file_location("evaluate_stage", PROJECT_ROOT / "stages" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert stage_main()() == 0
+    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert set(metrics) == {"neural", "classical", "ground_truth", "test_utterances", "test_frames",
+                            "neural_beats_classical"}
+    assert metrics["ground_truth"] is True
+    assert metrics["test_utterances"] == 3 and metrics["test_frames"] == 140 + 100 + 125
+    for method in ("neural", "classical"):
+        assert set(METRIC_KEYS) <= set(metrics[method]), method
+        for key in METRIC_KEYS:
+            if key != "correlation_per_channel":
+                assert isinstance(metrics[method][key], (int, float)), (method, key)
+    assert metrics["neural"]["fit_seconds"] == 12.5
+    assert set(metrics["neural_beats_classical"]) == {"variance_explained", "seqnmf_similarity", "kernel_cosine"}
+    assert all(isinstance(v, bool) for v in metrics["neural_beats_classical"].values())
+
+    with open(tmp_path / "plots" / "eval" / "per_channel_correlation.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["channel"] for r in rows] == list(ema.CHANNELS) and set(rows[0]) == {"channel", "neural", "classical"}
+
+    out = tmp_path / "evaluation"
+    with np.load(out / "classical.npz") as classical:
+        assert classical["gesture_kernels"].shape == (4, C, L) and classical["baseline"].shape == (C,)
+    with np.load(out / "examples.npz") as examples:
+        assert examples["ids"].tolist() == ["spk_006", "spk_007", "spk_005"]  # by length: 100, 125, 140
+        for i in range(3):
+            frames = examples[f"x_{i}"].shape[1]
+            assert examples[f"neural_scores_{i}"].shape == (4, frames)
+            assert examples[f"classical_scores_{i}"].shape == (4, frames)
+            assert examples[f"neural_reconstruction_{i}"].shape == (C, frames)
+            assert examples[f"classical_reconstruction_{i}"].shape == (C, frames)
+    with np.load(out / "planted.npz") as planted:
+        np.testing.assert_allclose(planted["kernels"], planted_kernels(5), rtol=1e-5, atol=1e-6)
+    matching = json.loads((out / "matching.json").read_text())
+    assert len(matching["neural"]["kernel_recovery"]) == P and len(matching["classical"]["seqnmf"]) == P
+    assert "neural" in capsys.readouterr().out
+
+
+def test_stage_without_ground_truth_skips_recovery(tmp_path, monkeypatch):
+    make_project(tmp_path, truth=False)
+    monkeypatch.chdir(tmp_path)
+    assert stage_main()() == 0
+    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert metrics["ground_truth"] is False
+    assert metrics["neural"]["kernel_cosine"] is None and metrics["classical"]["seqnmf_similarity"] is None
+    assert metrics["neural_beats_classical"]["kernel_cosine"] is None
+    assert isinstance(metrics["neural_beats_classical"]["variance_explained"], bool)
+    assert not (tmp_path / "evaluation" / "planted.npz").exists()
+
+
+def test_stage_refuses_a_missing_model(tmp_path, monkeypatch, capsys):
+    make_project(tmp_path, model=False)
+    monkeypatch.chdir(tmp_path)
+    assert stage_main()() == 1
+    assert "models/model.pt not found: run `dvc repro train` first" in capsys.readouterr().err
+    assert not (tmp_path / "metrics" / "eval.json").exists()
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_missing_data_names_the_stage(tmp_path):
+    make_project(tmp_path)
+    with pytest.raises(EvaluationError, match=r"frames\.npy not found: run `dvc repro normalize` first"):
+        run_evaluation(EvaluateParams(device="cpu"), model_path=tmp_path / "models" / "model.pt",
+                       data_dir=tmp_path / "nowhere", progress=False)

@@ -1,0 +1,174 @@
+"""The convolutive non-negative auto-encoder: orientation, non-negativity, masking, VAE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gestural import losses
+from gestural.model import GesturalAutoEncoder, ModelConfig
+
+
+def tiny_model(**overrides) -> GesturalAutoEncoder:
+    settings = dict(num_gestures=3, win_size=4, hidden=8, peak_window=0)
+    settings.update(overrides)
+    torch.manual_seed(0)
+    return GesturalAutoEncoder(ModelConfig(**settings))
+
+
+def test_an_impulse_reproduces_its_kernel_forward_in_time():
+    model = tiny_model()
+    decoder = model.decoder
+    with torch.no_grad():
+        decoder.kernels_raw.uniform_(0.0, 1.0)
+        decoder.baseline_raw.zero_()
+    kernels = decoder.gesture_kernels
+    scores = torch.zeros(1, 3, 20)
+    scores[0, 1, 7] = 2.0
+    reconstruction = decoder(scores)[0]
+    # Frames 7..10 hold 2 * W[1] in natural order; nothing before the impulse.
+    torch.testing.assert_close(reconstruction[:, 7:11], 2.0 * kernels[1])
+    assert torch.all(reconstruction[:, :7] == 0) and torch.all(reconstruction[:, 11:] == 0)
+    # Not time-reversed: the kernel's first frame comes first.
+    assert not torch.allclose(reconstruction[:, 7:11], 2.0 * kernels[1].flip(-1))
+
+
+def test_kernels_have_unit_norm_and_baseline_is_added():
+    model = tiny_model()
+    with torch.no_grad():
+        model.decoder.baseline_raw.copy_(torch.arange(12, dtype=torch.float32) / 10)
+    norms = model.decoder.gesture_kernels.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(3))
+    out = model.decoder(torch.zeros(2, 3, 5))
+    torch.testing.assert_close(out, (torch.arange(12.0) / 10)[None, :, None].expand(2, 12, 5))
+
+
+def test_weights_scores_and_baseline_stay_non_negative_under_training():
+    model = tiny_model(peak_window=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)  # large steps try to push below zero
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 12, 50, generator=generator) - 0.5  # targets below zero pull W and b down
+    mask = torch.ones(4, 50, dtype=torch.bool)
+    for _ in range(20):
+        out = model(x, mask)
+        loss = losses.reconstruction_loss(x, out.reconstruction, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.decoder.project_()
+        assert torch.all(out.scores >= 0)
+    assert torch.all(model.decoder.kernels_raw >= 0) and torch.all(model.decoder.baseline_raw >= 0)
+    assert torch.all(model.decoder.gesture_kernels >= 0) and torch.all(model.decoder.baseline >= 0)
+
+
+def test_padding_does_not_change_the_loss_or_the_real_frames_scores():
+    model = tiny_model(peak_window=2)
+    model.eval()
+    generator = torch.Generator().manual_seed(2)
+    real = torch.rand(1, 12, 40, generator=generator)
+    mask = torch.zeros(1, 60, dtype=torch.bool)
+    mask[:, :40] = True
+    padded_a = torch.cat([real, torch.zeros(1, 12, 20)], dim=2)
+    padded_b = torch.cat([real, torch.full((1, 12, 20), 7.0)], dim=2)
+    out_a, out_b = model(padded_a, mask), model(padded_b, mask)
+    loss_a = losses.reconstruction_loss(padded_a, out_a.reconstruction, mask)
+    loss_b = losses.reconstruction_loss(padded_b, out_b.reconstruction, mask)
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(out_a.scores, out_b.scores)
+    assert torch.all(out_a.scores[..., 40:] == 0)
+    # Without the mask the padding would count: the loss differs.
+    full = torch.ones_like(mask)
+    assert not torch.isclose(losses.reconstruction_loss(padded_b, out_b.reconstruction, full), loss_b)
+
+
+def test_l1_and_mse_losses_on_known_errors():
+    x = torch.zeros(1, 12, 4)
+    x_hat = torch.full((1, 12, 4), 0.5)
+    mask = torch.tensor([[True, True, False, False]])
+    assert losses.reconstruction_loss(x, x_hat, mask, "l1").item() == pytest.approx(0.5)
+    assert losses.reconstruction_loss(x, x_hat, mask, "mse").item() == pytest.approx(0.25)
+
+
+def test_hoyer_penalty_does_not_call_silent_gestures_sparse():
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    silent = torch.zeros(1, 4, 10)
+    across_gestures, across_time = losses.score_hoyer(silent, mask)
+    assert across_gestures.item() == 0.0 and across_time.item() == 0.0
+    one_hot = torch.zeros(1, 4, 10)
+    one_hot[0, :, 3] = 1.0
+    one_hot[0, 0, 3] = 5.0
+    spike = torch.zeros(1, 4, 10)
+    spike[0, 2, 5] = 1.0
+    across_gestures, _ = losses.score_hoyer(spike, mask)
+    # One active frame, perfectly sparse across gestures; the 9 silent frames count 0.
+    assert across_gestures.item() == pytest.approx(0.1)
+    scores = torch.rand(1, 4, 10, requires_grad=True)
+    sum(losses.score_hoyer(scores, mask)).backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+def test_vae_kl_is_non_negative_and_inference_uses_the_posterior_mean():
+    model = tiny_model(model="vae")
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 12, 30, generator=generator)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    with torch.no_grad():
+        model.encoder.layers[-1].bias.normal_(0.0, 2.0)  # a spread of posteriors
+    model.train()
+    assert model(x, mask).kl.item() >= 0.0
+    # Sampling in training: two passes differ.
+    assert not torch.equal(model(x, mask).scores, model(x, mask).scores)
+    model.eval()
+    with torch.no_grad():
+        first, second = model(x, mask), model(x, mask)
+        torch.testing.assert_close(first.scores, second.scores)
+        out = model.encoder(x, mask[:, None, :].float())
+        mu, std = out[:, :3], out[:, 3:].clamp(-7, 3).exp()
+        normal = torch.distributions.Normal(0.0, 1.0)
+        expected = mu * normal.cdf(mu / std) + std * normal.log_prob(mu / std).exp()
+        torch.testing.assert_close(first.scores, expected)
+        # The Monte-Carlo mean of training samples approaches it.
+        samples = torch.stack([torch.relu(mu + std * torch.randn_like(mu)) for _ in range(4000)]).mean(0)
+    assert torch.allclose(samples, expected, atol=0.1 * float(expected.abs().max()) + 1e-3)
+
+
+def test_vae_kl_is_zero_when_posterior_equals_prior():
+    model = tiny_model(model="vae", prior_mean=-1.0, prior_std=1.0)
+    with torch.no_grad():
+        last = model.encoder.layers[-1]
+        last.weight.zero_()
+        last.bias[:3] = -1.0
+        last.bias[3:] = 0.0  # log std 0 -> std 1
+    out = model(torch.rand(1, 12, 10), torch.ones(1, 10, dtype=torch.bool))
+    assert out.kl.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_keep_peaks_leaves_one_spike_per_window():
+    model = tiny_model(peak_window=2)
+    scores = torch.tensor([[[0.0, 0.2, 0.5, 0.3, 0.0, 0.0, 0.0, 0.4, 0.1, 0.0]]])
+    kept = model.keep_peaks(scores)
+    torch.testing.assert_close(kept, torch.tensor([[[0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0]]]))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_gestures", 0, "num_gestures: must be >= 1"),
+    ("win_size", 0, "win_size: must be >= 1"),
+    ("model", "gan", "model: must be 'ae' or 'vae'"),
+])
+def test_model_config_refuses_impossible_shapes(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{key: value}).validate()
+
+
+def test_encoder_sees_win_size_frames_on_both_sides():
+    model = tiny_model(win_size=4)
+    x = torch.zeros(1, 12, 41, requires_grad=True)
+    mask = torch.ones(1, 41)
+    pre_activation = model.encoder(x, mask[:, None, :])
+    pre_activation[0, 0, 20].backward()
+    touched = (x.grad[0].abs().sum(0) > 0).nonzero().flatten()
+    assert touched.min().item() <= 20 - 4 and touched.max().item() >= 20 + 4
+    assert math.isfinite(float(pre_activation.sum()))
