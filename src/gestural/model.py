@@ -152,7 +152,7 @@ class GesturalAutoEncoder(nn.Module):
         nn.init.zeros_(last.bias)
         if self.variational:
             with torch.no_grad():
-                last.bias[config.num_gestures:] = -3.0  # small initial posterior std
+                last.bias[config.num_gestures:] = -7.0  # tiny initial posterior std, like the AE scores
 
     def keep_peaks(self, scores: torch.Tensor) -> torch.Tensor:
         """Zero every score that is not the largest within +-peak_window frames of itself.
@@ -176,7 +176,7 @@ class GesturalAutoEncoder(nn.Module):
         if not self.variational:
             return self.keep_peaks(F.relu(out) * mask), out.new_zeros(())
         k = self.config.num_gestures
-        mu, log_std = out[:, :k], out[:, k:].clamp(-7.0, 3.0)
+        mu, log_std = out[:, :k], out[:, k:].clamp(-9.0, 2.0)
         std = log_std.exp()
         if sample:
             scores = F.relu(mu + std * torch.randn_like(mu))
