@@ -17,19 +17,18 @@ from gestural.training import TrainConfig, Trainer, load_model, write_training_o
 @pytest.fixture(scope="module")
 def planted_problem():
     """A small planted corpus in normalised units: (train, test, planted kernels)."""
-    config = SyntheticConfig(speakers=["s"], utterances_per_speaker=40, min_seconds=1.0, max_seconds=2.0,
-                             num_gestures=3, kernel_len=6, channels_per_gesture=3, snr_db=30.0, seed=3)
+    config = SyntheticConfig(speakers=["s", "t"], utterances_per_speaker=30, snr_db=40.0, jitter=0.0, seed=3)
     kernels, _baseline, utterances = generate(config)
     stacked = np.concatenate([u.latent for u in utterances])
     low, high = stacked.min(0), stacked.max(0)
     normalised = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in utterances]
     planted = kernels / (high - low)[None, :, None]
-    return normalised[:32], normalised[32:], planted
+    return normalised[:-8], normalised[-8:], planted
 
 
 def small_config(**overrides) -> TrainConfig:
-    settings = dict(num_gestures=6, win_size=6, segment_len=200, batch_size=16, epochs=60, hidden=16,
-                    peak_window=3, threads=1, lr=0.01, figure_every=1000)
+    settings = dict(num_gestures=16, win_size=10, segment_len=500, batch_size=16, epochs=80, hidden=32,
+                    peak_window=5, threads=1, lr=0.005, l1_weight=0.0, beta=1e-4, figure_every=1000)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -89,7 +88,7 @@ def test_outputs_are_written_and_the_model_loads_alone(planted_problem, tmp_path
     write_training_outputs(result, config, normalization, tmp_path / "models", tmp_path / "train.json",
                            tmp_path / "curve.csv")
     gestures = np.load(tmp_path / "models" / "gestures.npy")
-    assert gestures.shape == (6, 12, 6) and gestures.dtype == np.float32 and (gestures >= 0).all()
+    assert gestures.shape == (16, 12, 10) and gestures.dtype == np.float32 and (gestures >= 0).all()
     model, payload = load_model(tmp_path / "models" / "model.pt")
     torch.testing.assert_close(model.decoder.gesture_kernels, torch.from_numpy(gestures))
     assert payload["normalization"] == normalization
@@ -107,8 +106,8 @@ def test_fine_tuning_refuses_a_model_of_another_shape(planted_problem, tmp_path)
     same = small_config(epochs=1, init=str(tmp_path / "model.pt"))
     trainer = Trainer(same, train, test, progress=False)
     torch.testing.assert_close(trainer.model.decoder.kernels_raw, result.model.decoder.kernels_raw)
-    other = small_config(epochs=1, num_gestures=7, init=str(tmp_path / "model.pt"))
-    with pytest.raises(ValueError, match="num_gestures=6 but params.yaml asks for num_gestures=7"):
+    other = small_config(epochs=1, num_gestures=17, init=str(tmp_path / "model.pt"))
+    with pytest.raises(ValueError, match="num_gestures=16 but params.yaml asks for num_gestures=17"):
         Trainer(other, train, test, progress=False)
 
 

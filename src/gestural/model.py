@@ -85,7 +85,14 @@ class ScoreEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.layers(torch.cat([x * mask, mask], dim=1))
+        hidden = torch.cat([x * mask, mask], dim=1)
+        for layer in self.layers:
+            hidden = layer(hidden)
+            if isinstance(layer, nn.GELU):
+                # Zero the padding again so that a padded batch scores an utterance
+                # exactly as it would be scored alone.
+                hidden = hidden * mask
+        return hidden
 
 
 class GestureDecoder(nn.Module):

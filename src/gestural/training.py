@@ -61,7 +61,7 @@ class TrainConfig:
     hoyer_gestures_target: float = 0.9
     hoyer_time_weight: float = 0.1
     hoyer_time_target: float = 0.95
-    beta: float = 0.01
+    beta: float = 1e-4
     prior_mean: float = -1.0
     prior_std: float = 1.0
     figure_every: int = 10
@@ -295,7 +295,10 @@ class Trainer:
         config = self.config
         out = self.model(x, mask)
         reconstruction = losses.reconstruction_loss(x, out.reconstruction, mask, config.loss)
-        sparsity = losses.l1_scores(out.scores, mask) * config.l1_weight
+        # The L1 weight follows the learning-rate schedule: strong while gestures are being
+        # chosen, fading at the end so that it does not shrink the amplitudes it leaves.
+        l1_weight = config.l1_weight * self.optimizer.param_groups[0]["lr"] / config.lr
+        sparsity = losses.l1_scores(out.scores, mask) * l1_weight
         if config.sparse:
             across_gestures, across_time = losses.score_hoyer(out.scores, mask)
             sparsity = sparsity + config.hoyer_gestures_weight * (config.hoyer_gestures_target - across_gestures).square()

@@ -1,0 +1,94 @@
+"""The whole DVC pipeline on a tiny corpus: dvc repro, experiments, metrics and plots diffs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, tiny_synthetic_config
+
+STAGES = ("download", "extract", "nema2npy", "normalize", "train", "evaluate", "plot")
+
+
+def run(command: list[str], repo: Path, env: dict) -> str:
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory):
+    """A git + DVC copy of the project with a tiny corpus and a short training, after `dvc repro`."""
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("src", "stages"):
+        shutil.copytree(PROJECT_ROOT / name, repo / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=10)))
+    params.update(num_gestures=6, segment_len=200, epochs=3, device="cpu")
+    params["train"].update(hidden=8, threads=1, figure_every=1)
+    params["evaluate"]["baseline"].update(max_iter=5, transform_iter=5)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(repo / "src"),
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+        MPLBACKEND="Agg",
+    )
+    for command in (["git", "init", "-q"], ["git", "config", "user.name", "Test"],
+                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
+                    ["dvc", "config", "core.analytics", "false"],
+                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "pipeline"]):
+        run(command, repo, env)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "results"], repo, env)
+    return repo, env
+
+
+def test_repro_runs_all_stages_and_a_second_repro_runs_nothing(pipeline_repo):
+    repo, env = pipeline_repo
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    gestures = np.load(repo / "models/gestures.npy")
+    assert gestures.shape == (6, 12, 10) and gestures.dtype == np.float32
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert {"neural", "classical"} <= set(evaluation)
+    assert 0.0 <= evaluation["neural"]["kernel_cosine"] <= 1.0
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["epochs"] == 3
+    assert sorted(p.name for p in (repo / "plots/figures").glob("*.png"))
+    assert list((repo / "runs").iterdir()), "no TensorBoard run was written"
+    assert json.loads(run(["dvc", "status", "--json"], repo, env)) == {}
+    assert "Running stage" not in run(["dvc", "repro"], repo, env)
+
+
+def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
+    repo, env = pipeline_repo
+    out = run(["dvc", "exp", "run", "-S", "num_gestures=4", "--name", "k4"], repo, env)
+    assert "Running stage 'train'" in out and "Running stage 'download'" not in out
+    assert np.load(repo / "models/gestures.npy").shape == (4, 12, 10)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
+    assert "k4" in json.dumps(shown)
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env))
+    assert "metrics/eval.json" in diff
+    run(["dvc", "plots", "diff", "HEAD", "k4", "-o", str(repo.parent / "plots-html")], repo, env)
+    assert (repo.parent / "plots-html" / "index.html").is_file()
+    # The TensorBoard run is named after the experiment.
+    assert (repo / "runs" / "k4").is_dir()
