@@ -7,6 +7,7 @@ checkpoints/train.pt when a run with the same settings was interrupted.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,12 @@ DATA_DIR = Path("data/normalized")
 CHECKPOINT = Path("checkpoints/train.pt")
 
 
+def runs_dir() -> Path:
+    """``runs/`` of the project: a queued experiment runs in a temporary copy that DVC deletes
+    afterwards, and sets DVC_ROOT to the project it belongs to."""
+    return Path(os.environ.get("DVC_ROOT", ".")) / "runs"
+
+
 def main() -> int:
     try:
         config = TrainConfig.from_params(load_params())
@@ -27,9 +34,9 @@ def main() -> int:
         return 1
     run_name = default_run_name(config)
     print(f"train: {len(corpus.ids('train'))} train / {len(corpus.ids('test'))} held-out utterances; "
-          f"TensorBoard run runs/{run_name}")
+          f"TensorBoard run {runs_dir() / run_name}")
     trainer = Trainer(config, corpus.utterances("train"), corpus.utterances("test"),
-                      checkpoint_path=CHECKPOINT, log_dir=Path("runs") / run_name)
+                      checkpoint_path=CHECKPOINT, log_dir=runs_dir() / run_name)
     result = trainer.fit()
     write_training_outputs(result, config, corpus.stats, Path("models"), Path("metrics/train.json"),
                            Path("plots/train/learning_curve.csv"))

@@ -114,7 +114,7 @@ def data_stages() -> dict:
 def test_dvc_yaml_data_stages_name_existing_files_and_params():
     params = project_params()
     for name, stage in data_stages().items():
-        assert stage["cmd"] == f"python stages/{name}.py"
+        assert stage["cmd"] == f"PYTHONPATH=src python stages/{name}.py"
         for dep in stage["deps"]:
             if not dep.startswith("data/"):
                 assert (PROJECT_ROOT / dep).is_file(), f"{name}: dep {dep} does not exist"

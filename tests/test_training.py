@@ -72,6 +72,9 @@ def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_
     result = resumed.fit()
     assert [row.epoch for row in result.history] == [1, 2, 3, 4]
     assert result.resumed_from_epoch == 2
+    # Speed is reported over the whole training, the epochs before the interruption included.
+    frames_per_epoch = resumed.steps_per_epoch * config.batch_size * config.segment_len
+    assert 2.5 * frames_per_epoch < resumed.trained_frames <= 4 * frames_per_epoch
     for key in reference:
         torch.testing.assert_close(result.model.state_dict()[key], reference[key], rtol=0, atol=0)
 

@@ -4,6 +4,8 @@ Subcommands
 -----------
 factorize
     Factorise EMA files with a trained model (see :mod:`gestural.factorize`).
+compare
+    Compare DVC experiments across seeds and choose a setting (see :mod:`gestural.compare`).
 
 Exit status: 0 on success; 1 when some files of a directory failed (the others are
 written); 2 for a usage error, an unusable model, or a single input file that failed.
@@ -45,6 +47,32 @@ def _parser() -> argparse.ArgumentParser:
     factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")
     factorize.add_argument("--quiet", action="store_true", help="no progress bar")
     factorize.set_defaults(run=_factorize)
+
+    compare = commands.add_parser(
+        "compare", help="compare DVC experiments (e.g. a num_gestures sweep) and choose a setting",
+        description="Group finished DVC experiments by setting (all params but the seed and run-only knobs), "
+                    "summarise held-out fit, recovery, sparsity and the seed-to-seed stability of the learned "
+                    "gestures, and choose a setting. Writes <out>/compare.json, compare.md and "
+                    "model_selection.png.")
+    compare.add_argument("--exp-show-json", type=Path, default=None, metavar="FILE",
+                         help="a saved `dvc exp show --json` output (default: run it in --repo)")
+    compare.add_argument("--repo", type=Path, default=Path("."),
+                         help="the DVC project (default .): where dvc exp show runs and kernels are read")
+    compare.add_argument("--out", type=Path, default=Path("reports/compare"), help="output directory "
+                         "(default reports/compare)")
+    compare.add_argument("--param", default="num_gestures",
+                         help="the swept param: x axis, and minimised for parsimony (default num_gestures)")
+    compare.add_argument("--all-commits", action="store_true",
+                         help="experiments of every commit, not only those based on HEAD")
+    compare.add_argument("--ignore", action="append", default=[], metavar="PARAM",
+                         help="a further param (or section) that does not define a setting (repeatable)")
+    compare.add_argument("--tolerance", type=float, default=0.01,
+                         help="settings within this of the best mean recovery compete on parsimony (default 0.01)")
+    compare.add_argument("--kernels", type=Path, default=None, metavar="DIR",
+                         help="read kernels from DIR/<experiment name>.npy instead of the DVC cache")
+    compare.add_argument("--no-stability", dest="stability", action="store_false",
+                         help="do not read kernels (no seed-to-seed stability)")
+    compare.set_defaults(run=_compare)
     return parser
 
 
@@ -116,6 +144,51 @@ def _factorize(args) -> int:
     for _, reason in failed:
         print(f"  FAILED  {reason}")  # every reason starts with the file's path
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _compare_error(message: str) -> None:
+    print(f"gestural compare: error: {message}", file=sys.stderr)
+
+
+def _compare(args) -> int:
+    from .compare import (DEFAULT_IGNORED, CompareError, compare_experiments, experiments_from_exp_show,
+                          kernels_from_dir, load_kernels, read_exp_show, run_exp_show, write_report)
+
+    if not args.tolerance >= 0:
+        _compare_error("--tolerance must be >= 0")
+        return EXIT_ERROR
+    try:
+        if args.exp_show_json is not None:
+            show, source = read_exp_show(args.exp_show_json), str(args.exp_show_json)
+        else:
+            show, source = run_exp_show(args.repo, all_commits=args.all_commits), f"dvc exp show in {args.repo}"
+        experiments, skipped = experiments_from_exp_show(show, source)
+        if not args.stability:
+            kernels = None
+        elif args.kernels is not None:
+            kernels = lambda revs: kernels_from_dir(args.kernels, experiments)  # noqa: E731
+        else:
+            kernels = lambda revs: load_kernels(revs, args.repo)  # noqa: E731
+        report = compare_experiments(experiments, kernels, param=args.param,
+                                     ignore=DEFAULT_IGNORED + tuple(args.ignore),
+                                     tolerance=args.tolerance, skipped=skipped)
+        report["source"] = source
+        paths = write_report(report, args.out)
+    except CompareError as error:
+        _compare_error(str(error))
+        return EXIT_ERROR
+    except OSError as error:  # an output that cannot be written
+        _compare_error(f"{error.filename or args.out}: {error.strerror or error}")
+        return EXIT_ERROR
+    for name in report["skipped"]:
+        print(f"skipped {name['name']}: {name['reason']}", file=sys.stderr)
+    for message in report["kernel_errors"].values():
+        print(f"warning: no stability for {message}", file=sys.stderr)
+    runs = sum(len(s["runs"]) for s in report["settings"])
+    print(f"compared {runs} experiments in {len(report['settings'])} settings -> "
+          f"{paths['json']}, {paths['markdown']}, {paths['figure']}")
+    print(report["reason"])
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ with changed settings starts fresh.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +18,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +31,15 @@ from .batches import CropSampler, UtteranceStore
 from .initialize import kmeans_kernels, load_pretrained_, resting_posture
 from .io import atomic_path
 from .metrics import score_sparsity
-from .model import GesturalAutoEncoder, ModelConfig
+from .model import Factorisation, GesturalAutoEncoder, ModelConfig
 
 _TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss",
               "epochs", "seed", "device")
+# fp32: IEEE single precision everywhere (on CUDA, TF32 is switched off, cuDNN's default-on
+# TF32 convolutions included); tf32: fp32 tensors, TF32 matmuls and convolutions on CUDA
+# (no effect on the CPU); bf16: the forward pass under bfloat16 autocast, the loss, weights,
+# gradients and optimiser state in fp32 (runs on the CPU too, but is usually slower there).
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -49,14 +56,14 @@ class TrainConfig:
     epochs: int = 60
     seed: int = 0
     device: str = "auto"
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
-    hidden: int = 64
+    hidden: int = 128
     peak_window: int = 5
     init: str = "kmeans"
-    l1_weight: float = 0.01
+    l1_weight: float = 0.03
     hoyer_gestures_weight: float = 0.1
     hoyer_gestures_target: float = 0.9
     hoyer_time_weight: float = 0.1
@@ -67,6 +74,8 @@ class TrainConfig:
     figure_every: int = 10
     eval_batch_size: int = 64
     threads: int = 0
+    precision: str = "fp32"
+    compile: bool = False
     run_name: str | None = None
 
     @classmethod
@@ -116,6 +125,8 @@ class TrainConfig:
         need(self.figure_every >= 1, "figure_every", "must be >= 1")
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         need(self.threads >= 0, "threads", "must be >= 0 (0 = all cores)")
+        need(self.precision in PRECISIONS, "precision", "must be fp32, tf32 or bf16")
+        need(isinstance(self.compile, bool), "compile", "must be true or false")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(num_gestures=self.num_gestures, win_size=self.win_size, hidden=self.hidden,
@@ -168,6 +179,13 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
+def _as_fp32(out: Factorisation) -> Factorisation:
+    """The forward pass's outputs in fp32 (they are bf16 under bf16 autocast)."""
+    if out.scores.dtype == torch.float32 and out.reconstruction.dtype == torch.float32:
+        return out
+    return Factorisation(out.reconstruction.float(), out.scores.float(), out.kl.float())
+
+
 def _rng_state(generator: torch.Generator) -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
              "sampler": generator.get_state()}
@@ -207,6 +225,11 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu" and config.threads:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cuda":
+            # Process-wide switches: set both ways so that fp32 means IEEE fp32 even after
+            # another run in this process asked for tf32.
+            torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.log_dir = Path(log_dir) if log_dir else None
         self.progress = progress
@@ -221,6 +244,7 @@ class Trainer:
 
         self.model = GesturalAutoEncoder(config.model_config()).to(self.device)
         self._initialise(train_utterances)
+        self._compiled_forward = self._compile() if config.compile else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         total = config.epochs * self.steps_per_epoch
         warmup = max(1, int(config.warmup_fraction * total))
@@ -233,6 +257,8 @@ class Trainer:
         )
         self.history: list[EpochRecord] = []
         self.start_epoch = 0
+        # Totals over every invocation, so that a resumed run reports its whole training.
+        self.trained_frames, self.train_seconds = 0, 0.0
         self._resume()
 
     @staticmethod
@@ -271,6 +297,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = [EpochRecord(**row) for row in state["history"]]
         self.start_epoch = state["epoch"]
+        self.trained_frames, self.train_seconds = state.get("trained_frames", 0), state.get("train_seconds", 0.0)
         _set_rng_state(state["rng"], self.generator)
         print(f"resuming from {path} after epoch {self.start_epoch}")
 
@@ -284,16 +311,64 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "history": [dataclasses.asdict(row) for row in self.history],
+            "trained_frames": self.trained_frames,
+            "train_seconds": self.train_seconds,
             "rng": _rng_state(self.generator),
         }
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
+    # ------------------------------------------------------------ precision, compile
+
+    def _autocast(self):
+        """bfloat16 autocast for ``precision: bf16``, else nothing."""
+        if self.config.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _compile(self):
+        """A compiled training forward pass, or None (with a warning) where torch cannot compile.
+
+        A function around ``self.model`` is compiled, not the module itself, so that the
+        model, its state_dict keys and checkpoints are the same with and without compile.
+        It returns a tuple (compiled graphs handle tuples everywhere). Compilation is lazy:
+        a failure at the first call is handled in :meth:`_forward`.
+        """
+        model = self.model
+
+        def forward(x: torch.Tensor, mask: torch.Tensor):
+            out = model(x, mask)
+            return out.reconstruction, out.scores, out.kl
+
+        try:
+            return torch.compile(forward)
+        except Exception as error:  # e.g. a Python version this torch cannot compile for
+            self._compile_failed(error)
+            return None
+
+    @staticmethod
+    def _compile_failed(error: BaseException) -> None:
+        warnings.warn(f"params.yaml train.compile: torch.compile failed ({type(error).__name__}: "
+                      f"{str(error).strip()[:300]}); training without compile", RuntimeWarning, stacklevel=3)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorisation:
+        """The training forward pass: compiled when ``compile: true`` and it works, else eager."""
+        if self._compiled_forward is not None:
+            try:
+                return Factorisation(*self._compiled_forward(x, mask))
+            except Exception as error:  # no C++ compiler, an unsupported op, ...: fall back
+                self._compile_failed(error)
+                self._compiled_forward = None
+        return self.model(x, mask)
+
     # ----------------------------------------------------------------------- loss
 
     def _loss(self, x: torch.Tensor, mask: torch.Tensor):
         config = self.config
-        out = self.model(x, mask)
+        with self._autocast():
+            out = _as_fp32(self._forward(x, mask))
+        # The loss terms see fp32 outputs (autocast would only change the reductions, whose
+        # bf16 results lose digits the L1 and Hoyer terms need).
         reconstruction = losses.reconstruction_loss(x, out.reconstruction, mask, config.loss)
         # The L1 weight follows the learning-rate schedule: strong while gestures are being
         # chosen, fading at the end so that it does not shrink the amplitudes it leaves.
@@ -314,7 +389,8 @@ class Trainer:
         score_mass = torch.zeros(self.config.num_gestures, device=self.device)
         hoyer_g, hoyer_t = 0.0, 0.0
         for _, x, mask in self.test_store.batches(self.config.eval_batch_size):
-            out = self.model(x, mask)
+            with self._autocast():
+                out = _as_fp32(self.model(x, mask))
             real = int(mask.sum())
             error_sum += float(losses.reconstruction_loss(x, out.reconstruction, mask, self.config.loss)) * real
             frames += real
@@ -335,8 +411,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         config = self.config
         writer = self._writer()
-        started = time.perf_counter()
-        trained_frames = 0
+        started = time.perf_counter() - self.train_seconds
         self.model.train()
         for epoch in range(self.start_epoch, config.epochs):
             epoch_start = time.perf_counter()
@@ -354,7 +429,7 @@ class Trainer:
                 self.model.decoder.project_()
                 self.scheduler.step()
                 sums += torch.stack([loss.detach(), reconstruction.detach(), sparsity.detach(), out.kl.detach()])
-                trained_frames += int(mask.sum())
+                self.trained_frames += int(mask.sum())
             means = (sums / self.steps_per_epoch).tolist()
             if not all(math.isfinite(v) for v in means):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {means[0]}); lower train.lr")
@@ -367,13 +442,14 @@ class Trainer:
                   f"held-out {config.loss} {record.test_reconstruction:.5f}  active {record.active_scores:.4f}  "
                   f"in use {record.gestures_in_use:.2f}  {record.seconds:.1f}s", flush=True)
             self._log_epoch(writer, record)
+            self.train_seconds = time.perf_counter() - started
             self._save_checkpoint(epoch + 1)
-        seconds = time.perf_counter() - started
+        seconds = self.train_seconds = time.perf_counter() - started
         if writer is not None:
             self._log_hparams(writer)
             writer.close()
         return TrainResult(model=self.model, history=self.history, seconds=seconds,
-                           frames_per_second=trained_frames / seconds if trained_frames else float("nan"),
+                           frames_per_second=self.trained_frames / seconds if self.trained_frames else 0.0,
                            resumed_from_epoch=self.start_epoch, device=str(self.device),
                            train_frames=self.train_store.total_frames)
 

@@ -1,0 +1,625 @@
+#!/usr/bin/env python
+"""Speed benchmark of gestural: training, evaluation, data stages, classical baseline, quality.
+
+Runs without DVC and without installing the package (``<repo>/src`` is put on sys.path):
+
+    python bench/run.py                       # the full suite on the default device
+    python bench/run.py --quick --data-size small   # under a minute, for a smoke test
+    python bench/run.py --device cuda --out bench/h100.json
+
+Needs torch, numpy, scipy, pyyaml and tqdm. Progress goes to stderr; stdout gets exactly
+one JSON object (also written to ``--out``). What it measures (see bench/README.md):
+
+* training throughput (frames/s of forward + backward + optimiser step, after warm-up
+  steps, CUDA synchronised) through a plain per-item numpy path and through the trainer's
+  own device-side sampler, at several batch sizes, num_gestures, precisions and compile;
+* achieved FLOP/s from an analytic count of the model's convolution FLOPs;
+* evaluation frames/s (full-length masked batches of the held-out utterances);
+* nema2npy + normalize on a real-size synthetic corpus (or the default one);
+* the classical ConvNMF baseline's fit time;
+* quality of the compared training configurations (held-out variance explained, seqNMF
+  similarity, kernel cosine, onset F1 against the planted truth), all trained for the
+  same number of frames, so that a faster configuration that learns worse shows;
+* whether the CPU thread count matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gestural.archive import safe_extract  # noqa: E402
+from gestural.batches import UtteranceStore  # noqa: E402
+from gestural.corpus import build_npy  # noqa: E402
+from gestural.dataset import NormalizedCorpus  # noqa: E402
+from gestural.evaluation import (BaselineParams, classical_factorisation, evaluate_factorisation,  # noqa: E402
+                                 evaluate_model, fit_classical, neural_factorisation, planted_truth)
+from gestural.model import GesturalAutoEncoder  # noqa: E402
+from gestural.normalize import normalize_corpus  # noqa: E402
+from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402
+from gestural.synthetic import SyntheticConfig, write_corpus  # noqa: E402
+from gestural.training import TrainConfig, Trainer, resolve_device  # noqa: E402
+
+# Dense peak FLOP/s by precision (vendor datasheets, no structured sparsity). The H200 has
+# the H100 SXM's compute. fp32 means the CUDA cores' (non-tensor) fp32 rate.
+PEAK_FLOPS = {
+    "H100 PCIe": {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12},
+    "H100": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
+    "H200": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
+    "A100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12},
+}
+
+# Learning rate for a batch of B crops: lr_16 * sqrt(B / 16). Square-root scaling suits
+# Adam-type optimisers (the update's size does not grow with the gradient's, and the
+# gradient noise falls as 1/sqrt(B)); linear scaling, right for SGD, overshoots with AdamW.
+LR_RULE = "lr = lr_default * sqrt(batch_size / 16) (square-root scaling for AdamW)"
+
+# A configuration learns "no worse" than batch 16 when it loses at most this much.
+QUALITY_TOLERANCE = {"variance_explained": 0.005, "kernel_cosine": 0.02, "seqnmf_similarity": 0.02}
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clean(value):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "device_type": device.type,
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"{cpu_name()} ({cpu_cores()} cores)"),
+        "cpu": f"{cpu_name()} ({cpu_cores()} cores)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads_default": torch.get_num_threads(),
+        "load_average_at_start": load_average(),
+    }
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return info
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak for ``precision``, or None (CPUs, unknown GPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in ("H100 PCIe", "H200", "H100", "A100"):
+        if all(part in name for part in key.split()):
+            return PEAK_FLOPS[key][precision]
+    return None
+
+
+def flops_per_frame(config: TrainConfig, channels: int = 12) -> dict:
+    """Convolution FLOPs per frame of one training step (forward + backward = 3 x forward).
+
+    Encoder: conv (C+1 -> hidden, 2L+1 taps), conv (hidden -> hidden, 5 taps), 1x1 conv
+    (hidden -> K, or 2K for the VAE); decoder: transposed conv (K -> C, L taps). One
+    multiply-add = 2 FLOPs. Element-wise work (GELU, masks, peak picking, the loss) is not
+    counted: it is memory-bound and small in FLOPs.
+    """
+    outputs = config.num_gestures * (2 if config.model == "vae" else 1)
+    macs = ((channels + 1) * config.hidden * (2 * config.win_size + 1) + config.hidden * config.hidden * 5
+            + config.hidden * outputs + config.num_gestures * channels * config.win_size)
+    return {"forward": 2 * macs, "train_step": 6 * macs}
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def quick_synthetic() -> SyntheticConfig:
+    return SyntheticConfig(speakers=["fsyn0", "msyn0"], utterances_per_speaker=12, min_seconds=1.0,
+                           max_seconds=3.0, missing_wav=1, missing_ema=1, short_nan_runs=1, long_nan_runs=0)
+
+
+def real_size_synthetic() -> SyntheticConfig:
+    """About the size of CMU's corpus: 8 speakers x 551 utterances of 1-5 s (~2.6 M frames)."""
+    return SyntheticConfig(speakers=[f"syn{i}" for i in range(8)], utterances_per_speaker=551,
+                           min_seconds=1.0, max_seconds=5.0)
+
+
+def build_corpus(config: SyntheticConfig, directory: Path, data: DataParams) -> dict:
+    """The data stages through the library: write_corpus -> safe_extract -> build_npy -> normalize.
+
+    Returns the seconds of each (generation and extraction are reported, not counted as the
+    pipeline's own cost) and the paths.
+    """
+    seconds = {}
+    archive, truth = directory / "emadata.tgz", directory / "ground_truth.npz"
+    started = time.perf_counter()
+    summary = write_corpus(config, archive, truth)
+    seconds["generate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    safe_extract(archive, directory / "extracted")
+    seconds["extract"] = time.perf_counter() - started
+    started = time.perf_counter()
+    build_npy(directory / "extracted", directory / "npy", data)
+    seconds["nema2npy"] = time.perf_counter() - started
+    started = time.perf_counter()
+    normalize_corpus(directory / "npy", directory / "normalized", data)
+    seconds["normalize"] = time.perf_counter() - started
+    return {"seconds": seconds, "summary": summary, "truth": truth, "normalized": directory / "normalized"}
+
+
+def data_stages(built: dict, label: str) -> dict:
+    s = built["seconds"]
+    return {
+        "corpus": label,
+        "utterances": built["summary"]["utterances"],
+        "frames": built["summary"]["frames"],
+        "nema2npy_seconds": s["nema2npy"],
+        "normalize_seconds": s["normalize"],
+        "nema2npy_plus_normalize_seconds": s["nema2npy"] + s["normalize"],
+        "not_counted": {"generate_seconds": s["generate"], "extract_seconds": s["extract"]},
+    }
+
+
+# -------------------------------------------------------------------------- training
+
+
+class PlainSampler:
+    """What a naive Dataset + default collate does: crop numpy arrays item by item in Python,
+    pad, ``torch.stack`` and copy the batch to the device at every step."""
+
+    def __init__(self, utterances, segment_len: int, device: torch.device, seed: int = 0):
+        self.utterances = list(utterances)
+        self.segment_len = segment_len
+        self.device = device
+        lengths = np.array([u.shape[1] for u in self.utterances])
+        self.positions = np.maximum(lengths - segment_len + 1, 1)
+        self.probabilities = self.positions / self.positions.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def item(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.rng.choice(len(self.utterances), p=self.probabilities)
+        start = int(self.rng.integers(self.positions[index]))
+        crop = self.utterances[index][:, start:start + self.segment_len]
+        x = np.zeros((crop.shape[0], self.segment_len), np.float32)
+        x[:, :crop.shape[1]] = crop
+        mask = np.zeros(self.segment_len, bool)
+        mask[:crop.shape[1]] = True
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self.item() for _ in range(batch_size)]
+        x = torch.stack([x for x, _ in items]).to(self.device)
+        mask = torch.stack([m for _, m in items]).to(self.device)
+        return x, mask
+
+
+def train_step(trainer: Trainer, sample) -> torch.Tensor:
+    """One step exactly as ``Trainer.fit`` takes it; returns the real frames (on device)."""
+    config = trainer.config
+    x, mask = sample(config.batch_size)
+    loss, _reconstruction, _sparsity, _out = trainer._loss(x, mask)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), config.grad_clip)
+    trainer.optimizer.step()
+    trainer.model.decoder.project_()
+    trainer.scheduler.step()
+    int(mask.sum())  # fit counts real frames this way (a host sync per step on CUDA)
+    return mask.sum()
+
+
+def time_training(base: TrainConfig, train, test, *, path: str, seconds: float, warmup_steps: int,
+                  peak_device: torch.device, **overrides) -> dict:
+    """Frames/s of training steps for ``base`` with ``overrides``, after ``warmup_steps``."""
+    config = dataclasses.replace(base, init="random", epochs=1, **overrides)
+    trainer = Trainer(config, train, test, progress=False)
+    device = trainer.device
+    sample = trainer.sampler.sample if path == "fast" else PlainSampler(train, config.segment_len, device).sample
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(warmup_steps):
+        train_step(trainer, sample)
+    synchronize(device)
+    warmup = time.perf_counter() - started
+    steps, real = 0, torch.zeros((), device=device, dtype=torch.int64)
+    started = time.perf_counter()
+    while steps < 2 or time.perf_counter() - started < seconds:
+        real += train_step(trainer, sample)
+        steps += 1
+    synchronize(device)
+    elapsed = time.perf_counter() - started
+    frames = steps * config.batch_size * config.segment_len
+    flops = flops_per_frame(config)["train_step"]
+    peak = peak_flops(peak_device, config.precision)
+    achieved = frames / elapsed * flops
+    row = {
+        "path": path, "batch_size": config.batch_size, "num_gestures": config.num_gestures,
+        "win_size": config.win_size, "segment_len": config.segment_len, "hidden": config.hidden,
+        "precision": config.precision, "compile": config.compile, "threads": torch.get_num_threads(),
+        "steps": steps, "seconds": elapsed, "warmup_steps": warmup_steps, "warmup_seconds": warmup,
+        "frames_per_s": frames / elapsed,  # crop frames, padding included: the work done
+        "real_frames_per_s": int(real) / elapsed,  # what metrics/train.json calls frames_per_second
+        "flops_per_frame": flops, "achieved_flops": achieved, "peak_flops": peak,
+        "fraction_of_peak": achieved / peak if peak else None,
+        "load_average_1min": (load_average() or [None])[0],
+    }
+    say(f"train {path:5s} B={config.batch_size:<5d} K={config.num_gestures:<4d} {config.precision}"
+        f"{' compile' if config.compile else ''} threads={row['threads']}: "
+        f"{row['frames_per_s'] / 1e6:.3f} M frames/s ({achieved / 1e9:.1f} GFLOP/s)")
+    return row
+
+
+def thread_check(base: TrainConfig, train, test, seconds: float, warmup_steps: int, device) -> dict:
+    """Default config, fast path, batch 16 with torch's default threads, 2 threads and 1."""
+    default = torch.get_num_threads()
+    rows = {}
+    for label, threads in (("default", default), ("2", 2), ("1", 1)):
+        torch.set_num_threads(threads)
+        rows[label] = time_training(base, train, test, path="fast", seconds=seconds, warmup_steps=warmup_steps,
+                                    peak_device=device, threads=threads)["frames_per_s"]
+    best = max(rows, key=rows.get)
+    torch.set_num_threads(default)
+    return {"torch_default_threads": default, "frames_per_s": rows, "fastest": best,
+            "threads_for_the_rest": default if best == "default" else int(best),
+            "note": ("OpenMP threads spin at every op's barrier: when another process holds a core, "
+                     "2 threads can be far slower than 1 (see the load average)")}
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+def time_evaluation(model: GesturalAutoEncoder, test, device: torch.device, batch_sizes, precision: str) -> list:
+    store = UtteranceStore(test, device)
+    rows = []
+    for batch_size in batch_sizes:
+        autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            neural_factorisation(model, store, batch_size)  # warm-up (cuDNN algorithm choice, caches)
+            factorised = neural_factorisation(model, store, batch_size)
+        row = {"batch_size": batch_size, "precision": precision, "utterances": len(store),
+               "frames": store.total_frames, "seconds": factorised.inference_seconds,
+               "frames_per_s": store.total_frames / factorised.inference_seconds}
+        say(f"evaluate B={batch_size} {precision}: {row['frames_per_s'] / 1e6:.3f} M frames/s")
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def quality_run(base: TrainConfig, train, test, truth, eval_batch: int, *, batch_size: int, epochs: int,
+                scale_lr: bool = True, **overrides) -> tuple[dict, GesturalAutoEncoder]:
+    """Train with the pipeline's settings (k-means init) and evaluate on the held-out split.
+
+    ``scale_lr``: the learning rate follows LR_RULE; False keeps the default one.
+    """
+    lr = base.lr * math.sqrt(batch_size / 16) if scale_lr else base.lr
+    config = dataclasses.replace(base, batch_size=batch_size, lr=lr, epochs=epochs, **overrides)
+    trainer = Trainer(config, train, test, progress=False)
+    crops = epochs * trainer.steps_per_epoch * batch_size
+    result = trainer.fit()
+    store = UtteranceStore(test, trainer.device)
+    metrics, _, _ = evaluate_model(result.model, store, truth, batch_size=eval_batch)
+    row = {
+        "batch_size": batch_size, "lr": lr, "lr_scaling": "sqrt" if scale_lr else "none",
+        "precision": config.precision, "compile": config.compile, "epochs": epochs, "steps": epochs * trainer.steps_per_epoch, "crop_frames_trained": crops * config.segment_len,
+        "fit_seconds": result.seconds, "fit_real_frames_per_s": result.frames_per_second,
+        "final_train_loss": result.history[-1].train_loss,
+        **{k: metrics[k] for k in ("variance_explained", "seqnmf_similarity", "kernel_cosine", "onset_f1",
+                                   "gestures_in_use")},
+    }
+    say(f"quality B={batch_size} lr={lr:.4g} {config.precision}: {epochs} epochs in {result.seconds:.1f} s; "
+        f"variance explained {row['variance_explained']:.4f}, kernel cosine {row['kernel_cosine']}")
+    return row, result.model
+
+
+def epochs_for_same_frames(base: TrainConfig, train_frames: int, batch_size: int, reference_crops: int) -> int:
+    """Epochs at ``batch_size`` whose crops come closest to ``reference_crops``.
+
+    The trainer rounds steps per epoch up, so equal epochs would give a large batch more
+    frames than batch 16; matching the crop count keeps the comparison fair.
+    """
+    steps_per_epoch = max(1, math.ceil(train_frames / (batch_size * base.segment_len)))
+    return max(1, round(reference_crops / (steps_per_epoch * batch_size)))
+
+
+def suggest_batch_size(throughput: list, quality: list, device: torch.device) -> dict:
+    """The fastest batch size that learns no worse than 16 (within QUALITY_TOLERANCE)."""
+    speed = {row["batch_size"]: row["frames_per_s"] for row in throughput
+             if row["path"] == "fast" and row["precision"] == "fp32" and not row["compile"]
+             and row["num_gestures"] == 100}
+    rows = [row for row in quality if row["precision"] == "fp32" and not row["compile"]]
+    reference = next((row for row in rows if row["batch_size"] == 16), None)
+    if reference is None or 16 not in speed:
+        return {"batch_size": None, "reason": "no batch-16 reference measured"}
+
+    def no_worse(row) -> bool:
+        return all(row[k] is not None and reference[k] is not None and row[k] >= reference[k] - tol
+                   for k, tol in QUALITY_TOLERANCE.items())
+
+    good = [row for row in rows if row["batch_size"] in speed and no_worse(row)]
+    best = max(good, key=lambda row: (speed[row["batch_size"]], -row["batch_size"]))
+    if best["batch_size"] == 16:
+        reason = (f"on {device.type} no larger batch is both faster than 16 and no worse in quality "
+                  f"(tolerances {QUALITY_TOLERANCE}): keep batch_size 16")
+    else:
+        reason = (f"batch {best['batch_size']} (lr {best['lr']:.4g}) trains "
+                  f"{speed[best['batch_size']] / speed[16]:.2f}x faster than 16 and is no worse within "
+                  f"{QUALITY_TOLERANCE}")
+    return {"batch_size": best["batch_size"], "lr": best["lr"], "reason": reason,
+            "speed_relative_to_16": {b: speed[b] / speed[16] for b in sorted(speed)}}
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def overrides(pairs: list[str]) -> dict:
+    """``["hidden=64", "lr=0.003"]`` -> {"hidden": 64, "lr": 0.003} (values parsed as YAML)."""
+    import yaml
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"bench: --set {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        values[key] = yaml.safe_load(value)
+    return values
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small everything (under a minute)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="timed seconds per training configuration (default 3, quick 0.3)")
+    parser.add_argument("--data-size", default="real", choices=("real", "small"),
+                        help="corpus for the data-stage timing: real-size synthetic (~2.6 M frames) or the "
+                             "default synthetic corpus")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for everything after the thread check (default: the fastest found)")
+    parser.add_argument("--skip-quality", action="store_true", help="no quality trainings")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training setting of params.yaml (TrainConfig field, YAML value), "
+                             "e.g. --set hidden=64; repeatable")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    quick = args.quick
+    seconds = args.seconds if args.seconds is not None else (0.3 if quick else 3.0)
+    warmup_steps = 1 if quick else 3
+    params = load_params(REPO / "params.yaml")
+    data = DataParams.from_params(params)
+    base = dataclasses.replace(TrainConfig.from_params(params), device=str(device), run_name="bench",
+                               **overrides(args.set))
+    base.validate()
+    result: dict = {"machine": machine(device), "settings": {
+        "quick": quick, "overrides": args.set, "seconds_per_config": seconds, "warmup_steps": warmup_steps, "data_size": args.data_size,
+        "default_config": {k: getattr(base, k) for k in ("num_gestures", "win_size", "segment_len", "hidden",
+                                                         "batch_size", "lr", "epochs", "model", "loss")},
+    }}
+    total_started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="gestural-bench-") as tmp:
+        tmp = Path(tmp)
+        # The default synthetic corpus (what `dvc repro` trains on), through the library.
+        synthetic = quick_synthetic() if quick else synthetic_config(params)
+        say(f"building the {'quick' if quick else 'default'} synthetic corpus")
+        built = build_corpus(synthetic, tmp / "default", data)
+        corpus = NormalizedCorpus.load(built["normalized"])
+        train = corpus.utterances("train")
+        test = [np.ascontiguousarray(u, dtype=np.float32) for u in corpus.utterances("test")]
+        test_lengths = [u.shape[1] for u in test]
+        truth = planted_truth(built["truth"], corpus.ids("test"), test_lengths, corpus.stats)
+        train_frames = sum(u.shape[1] for u in train)
+        result["corpus"] = {"utterances_train": len(train), "utterances_test": len(test),
+                            "frames_train": train_frames, "frames_test": sum(test_lengths)}
+
+        if args.data_size == "real":
+            say("data stages on a real-size synthetic corpus (generation takes a while, not counted)")
+            real = build_corpus(real_size_synthetic(), tmp / "real", data)
+            result["data_stages"] = data_stages(real, "real-size synthetic (8 speakers x 551 utterances, 1-5 s)")
+            del real
+        else:
+            result["data_stages"] = data_stages(built, "quick synthetic" if quick else "default synthetic")
+
+        # --- threads
+        if device.type == "cpu":
+            checked = thread_check(base, train, test, seconds, warmup_steps, device)
+            threads = args.threads or checked["threads_for_the_rest"]
+            checked["threads_for_the_rest"] = threads
+            result["cpu_threads"] = checked
+            torch.set_num_threads(threads)
+            base = dataclasses.replace(base, threads=threads)
+        else:
+            result["cpu_threads"] = {"torch_default_threads": torch.get_num_threads(), "note": "not checked on GPU"}
+
+        # --- training throughput
+        def timed(path="fast", **overrides):
+            return time_training(base, train, test, path=path, seconds=seconds, warmup_steps=warmup_steps,
+                                 peak_device=device, **overrides)
+
+        cuda = device.type == "cuda"
+        if cuda:
+            batches = (64, 256) if quick else (64, 256, 1024)
+        else:
+            batches = (16, 64) if quick else (16, 64, 256)
+        large = batches[-1]
+        rows = [timed("plain", batch_size=16), timed("fast", batch_size=16)]
+        rows += [timed(batch_size=b) for b in batches if b != 16]
+        rows += [timed(batch_size=16, num_gestures=300), timed(batch_size=large, num_gestures=300)]
+        if cuda:
+            rows += [timed(batch_size=large, precision="tf32"), timed(batch_size=large, precision="bf16"),
+                     timed(batch_size=large, compile=True), timed(batch_size=large, precision="bf16", compile=True)]
+        else:
+            # bf16 autocast runs on the CPU; it is usually slower there (native bf16 units
+            # only on recent CPUs). compile needs a C++ compiler and tens of seconds.
+            rows += [timed(batch_size=16, precision="bf16")]
+            if not quick:
+                rows += [timed(batch_size=64, precision="bf16"), timed(batch_size=16, compile=True)]
+        plain, fast = rows[0], rows[1]
+        result["training"] = {
+            "rows": rows,
+            "fast_over_plain_at_batch_16": fast["frames_per_s"] / plain["frames_per_s"],
+            "flops_per_frame_default": flops_per_frame(base),
+            "note": ("frames_per_s counts crop frames (padding included, the work done); real_frames_per_s "
+                     "counts real frames as metrics/train.json does. FLOPs: convolutions only, 3 x forward."),
+        }
+
+        # --- evaluation speed
+        model = GesturalAutoEncoder(base.model_config()).to(device)
+        eval_batches = (64,) if quick else ((64, 512) if cuda else (64, 256))
+        evaluation = time_evaluation(model, test, device, eval_batches, "fp32")
+        if cuda:
+            evaluation += time_evaluation(model, test, device, eval_batches[-1:], "bf16")
+        result["evaluation"] = evaluation
+
+        # --- classical baseline fit
+        baseline = BaselineParams.from_section(params["evaluate"]["baseline"])
+        if quick:
+            baseline = dataclasses.replace(baseline, max_iter=5, transform_iter=5)
+        say(f"classical ConvNMF fit (K={base.num_gestures}, L={base.win_size}, up to {baseline.max_iter} iterations)")
+        cnmf, fit_seconds, fit_frames = fit_classical(train, base.num_gestures, base.win_size, baseline,
+                                                      seed=params.get("seed", 0), device=device)
+        result["classical_baseline"] = {
+            "settings": dataclasses.asdict(baseline), "fit_seconds": fit_seconds, "fit_frames": fit_frames,
+            "iterations": cnmf.n_iter_, "frame_iterations_per_s": fit_frames * cnmf.n_iter_ / fit_seconds,
+        }
+        say(f"classical fit: {fit_frames} frames, {cnmf.n_iter_} iterations in {fit_seconds:.1f} s")
+
+        # --- quality of the compared configurations, same frames each
+        if not args.skip_quality:
+            epochs = 2 if quick else base.epochs
+            ref_steps = max(1, math.ceil(train_frames / (16 * base.segment_len)))
+            reference_crops = epochs * ref_steps * 16
+            quality_batches = (16, large) if quick else (16, 256, 1024) if cuda else (16, 64, 256)
+            eval_batch = int(params["evaluate"]["batch_size"])
+            quality = []
+            for b in quality_batches:
+                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
+                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e)[0])
+            if not quick:
+                # The middle batch at the default lr: is a loss from the batch or from the lr rule?
+                b = quality_batches[1]
+                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
+                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e,
+                                           scale_lr=False)[0])
+            # bf16 at the batch it would be used with: the large batch on a GPU, 16 on a CPU.
+            b = large if cuda else 16
+            if cuda or not quick:
+                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
+                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e,
+                                           precision="bf16")[0])
+            classical = classical_factorisation(cnmf, test, baseline.transform_iter, fit_seconds)
+            classical_metrics, _ = evaluate_factorisation(test, classical, truth, device=device)
+            result["quality"] = {
+                "lr_rule": LR_RULE,
+                "same_frames": "every configuration trains on about the crop frames of batch 16 for the default epochs",
+                "rows": quality,
+                "classical_reference": {k: classical_metrics[k] for k in
+                                        ("variance_explained", "seqnmf_similarity", "kernel_cosine", "onset_f1")},
+            }
+            result["suggested_batch_size"] = suggest_batch_size(rows, quality, device)
+
+    default_fast = fast["real_frames_per_s"]
+    data_seconds = result["data_stages"]["nema2npy_plus_normalize_seconds"]
+    real_data = args.data_size == "real"
+    result["targets"] = {
+        "training_default_config_frames_per_s": {
+            "target": ">= 250000 real frames/s on 2 CPU cores (batch 16, fast path)",
+            "measured": default_fast if device.type == "cpu" else None,
+            "met": (default_fast >= 250_000) if device.type == "cpu" else None,
+        },
+        "nema2npy_plus_normalize_real_size_seconds": {
+            "target": "< 30 s on the real-size corpus",
+            "measured": data_seconds if real_data else None,
+            "met": (data_seconds < 30) if real_data else None,
+        },
+        "dvc_repro_default_seconds": {"target": "< 120 s", "measured": None, "met": None,
+                                      "note": "not measured here (needs DVC): time `dvc repro` itself"},
+    }
+    result["machine"]["load_average_at_end"] = load_average()
+    result["total_seconds"] = time.perf_counter() - total_started
+    return clean(result)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
+        return 2
+    # The trainer prints per-epoch lines to stdout: keep stdout for the one JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run(args)
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, args.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

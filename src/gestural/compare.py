@@ -1,0 +1,665 @@
+"""Model selection across DVC experiments: which setting (e.g. ``num_gestures``) to keep.
+
+A sweep (``dvc exp run --queue -S num_gestures=20,40,100 -S seed=0,1,2``) leaves one
+experiment per (setting, seed). This module reads them from ``dvc exp show --json``, groups
+them by setting (all params except the seed and knobs that do not change the result, such
+as ``device``), and reports for each setting, across seeds:
+
+* held-out fit, recovery and sparsity from ``metrics/eval.json`` (mean, std, min, max);
+* the **stability** of the learned gestures: the mean seqNMF-style dissimilarity between
+  the kernel sets of every pair of seeds (:func:`kernel_set_dissimilarity`; 0 = the same
+  gestures whatever the seed).
+
+and picks one setting (:func:`choose_setting`): among settings whose mean recovery is within
+``tolerance`` of the best, the one with the fewest gestures (parsimony), ties broken by
+stability.
+
+The JSON of ``dvc exp show --json`` (DVC 3.x) that this relies on: a list of commits, each
+``{"rev", "name", "data", "error", "experiments"}``; ``experiments`` is null or a list of
+``{"name", "executor", "revs"}`` where ``executor`` is null (run in the workspace) or has a
+``state`` (``queued``, ``running``, ``success``, ``failed``), and ``revs[0]`` is
+``{"rev": <sha>, "name", "data": {"params": {<file>: {"data": {...}}}, "metrics":
+{<file>: {"data": {...}}}, ...}, "error"}``. Metrics that are null in the file are absent.
+Queued, running and failed experiments carry the *baseline's* metrics (their own are not
+there yet), so only finished ones are used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from .io import write_json, write_text
+
+__all__ = [
+    "CompareError",
+    "Experiment",
+    "METRICS",
+    "DEFAULT_IGNORED",
+    "run_exp_show",
+    "read_exp_show",
+    "experiments_from_exp_show",
+    "load_kernels",
+    "kernel_set_dissimilarity",
+    "compare_experiments",
+    "choose_setting",
+    "markdown_table",
+    "model_selection_figure",
+    "write_report",
+]
+
+METRICS_FILE = "metrics/eval.json"
+KERNELS_FILE = "models/gestures.npy"
+
+# metrics/eval.json "neural" keys reported, with a short label (higher is better for all
+# but the sparsity ones, which are descriptive).
+METRICS: dict[str, str] = {
+    "variance_explained": "variance explained",
+    "seqnmf_similarity": "seqNMF similarity",
+    "kernel_cosine": "kernel cosine",
+    "hoyer_across_time": "Hoyer (time)",
+    "gestures_in_use": "gestures in use",
+}
+
+# Params that do not define a setting: the seed (what varies *within* a setting) and knobs
+# that change where or how fast a run goes, not what it learns. An entry also matches every
+# key below it ("plot" covers "plot.dpi").
+DEFAULT_IGNORED: tuple[str, ...] = (
+    "seed", "device", "train.threads", "train.run_name", "train.figure_every", "train.eval_batch_size",
+    "train.compile", "evaluate.batch_size", "evaluate.examples", "plot",
+)
+
+FINISHED_STATES = ("success",)
+
+
+class CompareError(RuntimeError):
+    """Unusable experiment data (names where it came from and what is wrong)."""
+
+
+@dataclass
+class Experiment:
+    """One finished experiment.
+
+    Attributes
+    ----------
+    name : str
+        The experiment's name (``dvc exp show``'s, or the short sha when it has none).
+    rev : str
+        Its commit sha (a DVC revision: ``dvc.api.open(..., rev=rev)`` reads its outputs).
+    params : dict
+        Flattened params, ``"train.lr"`` style (``"<file>:<key>"`` for files other than
+        params.yaml).
+    metrics : dict
+        The ``neural`` metrics of ``metrics/eval.json`` (absent ones are missing).
+    ground_truth : bool or None
+        Whether the evaluation had planted gestures to compare with.
+    """
+
+    name: str
+    rev: str
+    params: dict
+    metrics: dict
+    ground_truth: bool | None = None
+
+    @property
+    def seed(self):
+        return self.params.get("seed")
+
+
+# ------------------------------------------------------------------ dvc exp show
+
+
+def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> list:
+    """Run ``dvc exp show --json`` in ``repo`` and return its parsed output.
+
+    Raises
+    ------
+    CompareError
+        When dvc fails (its message is included) or prints something that is not JSON.
+    """
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
+    if all_commits:
+        command.append("--all-commits")
+    try:
+        result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    except OSError as error:
+        raise CompareError(f"{repo}: cannot run dvc exp show: {error}") from None
+    if result.returncode != 0:
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
+        raise CompareError(f"{repo}: dvc exp show failed: {' '.join(detail)}")
+    return _parse_exp_show(result.stdout, f"dvc exp show --json in {repo}")
+
+
+def read_exp_show(path: str | os.PathLike) -> list:
+    """Read a saved ``dvc exp show --json`` output."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CompareError(f"{path}: cannot read: {error.strerror or error}") from None
+    return _parse_exp_show(text, str(path))
+
+
+def _parse_exp_show(text: str, source: str) -> list:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CompareError(f"{source}: not JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(commit, dict) for commit in data):
+        raise CompareError(f"{source}: expected a list of commits as dvc exp show --json writes")
+    return data
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _params(data: Mapping) -> dict:
+    params = {}
+    for file, content in (data.get("params") or {}).items():
+        prefix = "" if file == "params.yaml" else f"{file}:"
+        params.update(_flatten((content or {}).get("data") or {}, prefix))
+    return params
+
+
+def experiments_from_exp_show(show: Sequence, source: str = "dvc exp show",
+                              metrics_file: str = METRICS_FILE) -> tuple[list[Experiment], list[dict]]:
+    """The finished experiments of a ``dvc exp show --json`` output.
+
+    Only experiments are taken (not the baseline commits or the workspace), and of those
+    only finished ones: queued, running and failed experiments would show the baseline's
+    metrics.
+
+    Parameters
+    ----------
+    show : list
+        Parsed ``dvc exp show --json``.
+    source : str
+        Where it came from, for messages.
+    metrics_file : str
+        The metrics file whose ``neural`` section is read.
+
+    Returns
+    -------
+    experiments : list of Experiment
+    skipped : list of dict
+        ``{"name", "reason"}`` for each experiment left out.
+    """
+    experiments, skipped, seen = [], [], set()
+    for commit in show:
+        for entry in commit.get("experiments") or []:
+            if not isinstance(entry, Mapping) or not entry.get("revs"):
+                raise CompareError(f"{source}: an experiment of commit {commit.get('rev')!r} has no revs")
+            head = entry["revs"][0]
+            rev = head.get("rev")
+            name = entry.get("name") or head.get("name") or (rev or "?")[:7]
+            executor = entry.get("executor") or {}
+            state = executor.get("state")
+            if state is not None and state not in FINISHED_STATES:
+                skipped.append({"name": name, "reason": f"{state}"})
+                continue
+            if head.get("error") or not isinstance(head.get("data"), Mapping):
+                message = (head.get("error") or {}).get("msg", "no data")
+                skipped.append({"name": name, "reason": f"error: {message}"})
+                continue
+            if rev in seen:  # the same experiment listed under two commits (--all-commits)
+                continue
+            seen.add(rev)
+            data = head["data"]
+            metrics_entry = (data.get("metrics") or {}).get(metrics_file) or {}
+            neural = (metrics_entry.get("data") or {}).get("neural")
+            if not isinstance(neural, Mapping):
+                reason = metrics_entry.get("error", {}).get("msg") if metrics_entry.get("error") else None
+                skipped.append({"name": name, "reason": f"no {metrics_file} neural metrics"
+                                                        + (f" ({reason})" if reason else "")})
+                continue
+            experiments.append(Experiment(
+                name=name, rev=rev, params=_params(data),
+                metrics={key: float(value) for key, value in neural.items()
+                         if isinstance(value, (int, float)) and not isinstance(value, bool)},
+                ground_truth=(metrics_entry.get("data") or {}).get("ground_truth"),
+            ))
+    return experiments, skipped
+
+
+# ------------------------------------------------------------------------ kernels
+
+
+def load_kernels(revs: Sequence[str], repo: str | os.PathLike = ".",
+                 path: str = KERNELS_FILE) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read each revision's gesture kernels from the DVC cache (or the default remote).
+
+    ``models/gestures.npy`` is a DVC-cached output, so it is not in the experiment's git
+    commit; ``dvc.api.open`` finds it by the hash recorded in that commit's dvc.lock.
+
+    Returns
+    -------
+    kernels : dict rev -> (K, C, L) array
+    errors : dict rev -> why that revision's kernels could not be read
+    """
+    import dvc.api  # imported here: reading a saved JSON with given kernels needs no dvc
+
+    kernels, errors = {}, {}
+    for rev in revs:
+        try:
+            with dvc.api.open(path, repo=str(repo), rev=rev, mode="rb") as handle:
+                array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        except Exception as error:  # dvc raises many types (missing cache, no remote, bad rev)
+            first_line = (str(error).splitlines() or [""])[0]
+            errors[rev] = (f"{path}@{rev[:7]}: cannot read it ({type(error).__name__}: {first_line}); "
+                           f"an experiment from another machine needs `dvc exp pull` without --no-cache")
+            continue
+        if array.ndim != 3:
+            errors[rev] = f"{path}@{rev[:7]}: expected a (K, C, L) array, got shape {array.shape}"
+            continue
+        kernels[rev] = array
+    return kernels, errors
+
+
+def kernels_from_dir(directory: str | os.PathLike, experiments: Sequence[Experiment]) -> tuple[dict, dict]:
+    """Kernels saved as ``<directory>/<name or rev>.npy`` (offline use and tests)."""
+    directory = Path(directory)
+    kernels, errors = {}, {}
+    for exp in experiments:
+        candidates = [directory / f"{exp.name}.npy", directory / f"{exp.rev}.npy"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            errors[exp.rev] = f"{candidates[0]}: no such file"
+            continue
+        try:
+            array = np.load(found, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            errors[exp.rev] = f"{found}: not a .npy array ({error})"
+            continue
+        if array.ndim != 3:
+            errors[exp.rev] = f"{found}: expected a (K, C, L) array, got shape {array.shape}"
+            continue
+        kernels[exp.rev] = array
+    return kernels, errors
+
+
+# ----------------------------------------------------------------------- stability
+
+
+def _nonzero(kernels: np.ndarray) -> np.ndarray:
+    # A kernel that is all zero is no gesture (and has no defined cosine).
+    return kernels[np.abs(kernels).reshape(len(kernels), -1).sum(axis=1) > 0]
+
+
+def kernel_set_dissimilarity(a, b, max_lag: int | None = None) -> float:
+    """seqNMF-style dissimilarity of two sets of gesture kernels (Mackevicius et al. 2019).
+
+    With S[i, j] the lag-tolerant cosine of kernel i of ``a`` and kernel j of ``b``
+    (:func:`gestural.metrics.lag_tolerant_cosine`), each kernel's best match in the other
+    set is ``max_j S[i, j]`` (for ``a``) and ``max_i S[i, j]`` (for ``b``). The similarity is
+    the mean of the two directions, each averaged over ``m = min(|a|, |b|)`` kernels: every
+    kernel of the smaller set, and the ``m`` best-matched ones of the larger set (spare
+    kernels of a larger set are not held against it). For equal sizes this is seqNMF's
+    ``1 - diss``.
+
+    Parameters
+    ----------
+    a, b : array, (Ka, C, L) and (Kb, C, L)
+        Kernel sets (all-zero kernels are ignored).
+    max_lag : int, optional
+        Largest shift considered by the cosine; default any overlap.
+
+    Returns
+    -------
+    float
+        ``1 - similarity`` in [0, 1]: 0 for identical sets (up to order and shifts), near 1
+        for sets with nothing in common.
+    """
+    from .metrics import kernel_recovery
+
+    a, b = _nonzero(np.asarray(a, dtype=np.float64)), _nonzero(np.asarray(b, dtype=np.float64))
+    if len(a) == 0 or len(b) == 0:
+        return 1.0
+    cosine = np.asarray(kernel_recovery(a, b, max_lag)["cosine_matrix"], dtype=np.float64)
+    m = min(cosine.shape)
+    best_a = np.sort(cosine.max(axis=1))[::-1][:m]  # each kernel of a: best match in b
+    best_b = np.sort(cosine.max(axis=0))[::-1][:m]
+    similarity = 0.5 * (best_a.mean() + best_b.mean())
+    return float(np.clip(1.0 - similarity, 0.0, 1.0))
+
+
+def _stability(names: Sequence[str], revs: Sequence[str], kernels: Mapping[str, np.ndarray]) -> dict:
+    """Pairwise dissimilarities of one setting's runs (those whose kernels are known)."""
+    present = [(n, r) for n, r in zip(names, revs) if r in kernels]
+    matrix = np.zeros((len(present), len(present)))
+    for (i, (_, ri)), (j, (_, rj)) in combinations(enumerate(present), 2):
+        matrix[i, j] = matrix[j, i] = 0.0 if ri == rj else kernel_set_dissimilarity(kernels[ri], kernels[rj])
+    pairs = matrix[np.triu_indices(len(present), k=1)]
+    return {
+        "runs": [n for n, _ in present],
+        "pairs": int(pairs.size),
+        "dissimilarity_mean": float(pairs.mean()) if pairs.size else None,
+        "dissimilarity_std": float(pairs.std(ddof=1)) if pairs.size > 1 else None,
+        "dissimilarity_max": float(pairs.max()) if pairs.size else None,
+        "matrix": matrix.round(6).tolist(),
+    }
+
+
+# ----------------------------------------------------------------------- grouping
+
+
+def _ignored(key: str, ignore: Sequence[str]) -> bool:
+    return any(key == name or key.startswith(f"{name}.") for name in ignore)
+
+
+def _hashable(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def _summary(values: Sequence[float]) -> dict | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        # Sample std across seeds; null for a single run (no spread to speak of).
+        "std": float(array.std(ddof=1)) if array.size > 1 else None,
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "n": int(array.size),
+    }
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def compare_experiments(experiments: Sequence[Experiment],
+                        kernels: Mapping[str, np.ndarray] | Callable[[list[str]], tuple[dict, dict]] | None = None,
+                        *, param: str = "num_gestures", ignore: Sequence[str] = DEFAULT_IGNORED,
+                        tolerance: float = 0.01, skipped: Sequence[dict] = ()) -> dict:
+    """Group experiments by setting, summarise them across seeds and choose a setting.
+
+    Parameters
+    ----------
+    experiments : list of Experiment
+        Finished experiments (:func:`experiments_from_exp_show`).
+    kernels : dict rev -> (K, C, L) array, or callable, optional
+        Each experiment's gesture kernels, or a function of the list of revs returning
+        ``(kernels, errors)`` like :func:`load_kernels`. None: no stability.
+    param : str
+        The swept param: the x axis of the report, and the one that parsimony minimises.
+    ignore : sequence of str
+        Params (or sections) that do not define a setting; default :data:`DEFAULT_IGNORED`.
+    tolerance : float
+        Settings whose mean recovery is within this of the best compete on parsimony.
+    skipped : list of dict
+        Experiments left out upstream, recorded in the report.
+
+    Returns
+    -------
+    dict
+        ``settings`` (one per setting, in order of ``param``), ``experiments``, ``chosen``
+        (the chosen setting's label or None), ``reason``, ``rule``, ``recovery_metric``,
+        ``param``, ``skipped`` and ``kernel_errors``.
+    """
+    if not experiments:
+        raise CompareError("no finished experiment with metrics to compare"
+                           + (f" (skipped: {', '.join(s['name'] + ' ' + s['reason'] for s in skipped)})"
+                              if skipped else ""))
+    if not any(param in exp.params for exp in experiments):
+        raise CompareError(f"no experiment has the param {param!r} "
+                           f"(params: {', '.join(sorted(experiments[0].params)[:12])}, ...)")
+    if callable(kernels):
+        kernels, kernel_errors = kernels([exp.rev for exp in experiments])
+    else:
+        kernels, kernel_errors = dict(kernels or {}), {}
+
+    keys = sorted({k for exp in experiments for k in exp.params if not _ignored(k, ignore)})
+    varying = [k for k in keys if len({_hashable(exp.params.get(k)) for exp in experiments}) > 1]
+    label_keys = [param] + [k for k in varying if k != param]
+
+    groups: dict[tuple, list[Experiment]] = {}
+    for exp in experiments:
+        setting = tuple(_hashable(exp.params.get(k)) for k in keys)
+        groups.setdefault(setting, []).append(exp)
+
+    settings = []
+    for members in groups.values():
+        first = members[0]
+        label = ", ".join(f"{k}={_format_value(first.params.get(k))}" for k in label_keys)
+        members = sorted(members, key=lambda e: (_hashable(e.seed), e.name))
+        summary = {
+            "label": label,
+            "value": first.params.get(param),
+            "params": {k: first.params.get(k) for k in label_keys},
+            "runs": [e.name for e in members],
+            "revs": [e.rev for e in members],
+            "seeds": [e.seed for e in members],
+            "metrics": {key: _summary([e.metrics.get(key) for e in members]) for key in METRICS},
+            "stability": _stability([e.name for e in members], [e.rev for e in members], kernels),
+        }
+        settings.append(summary)
+    settings.sort(key=lambda s: _order_key(s["value"]) + (s["label"],))
+
+    has_truth = all((s["metrics"]["seqnmf_similarity"] or {}).get("mean") is not None for s in settings)
+    recovery = "seqnmf_similarity" if has_truth else "variance_explained"
+    chosen, reason = choose_setting(settings, recovery, tolerance, param)
+    return {
+        "param": param,
+        "recovery_metric": recovery,
+        "tolerance": tolerance,
+        "rule": (f"among settings whose mean {METRICS[recovery]} is within {tolerance} of the best, the one "
+                 f"with the smallest {param} (parsimony); ties broken by stability (lowest mean dissimilarity "
+                 f"across seeds), then by {METRICS[recovery]}"),
+        "chosen": chosen,
+        "reason": reason,
+        "settings": settings,
+        "experiments": [{"name": e.name, "rev": e.rev, "seed": e.seed, "setting": _label_of(e, settings),
+                         "metrics": {k: e.metrics.get(k) for k in METRICS}} for e in experiments],
+        "ignored_params": list(ignore),
+        "skipped": list(skipped),
+        "kernel_errors": kernel_errors,
+    }
+
+
+def _order_key(value) -> tuple:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, _format_value(value))
+
+
+def _label_of(exp: Experiment, settings: Sequence[dict]) -> str | None:
+    return next((s["label"] for s in settings if exp.rev in s["revs"]), None)
+
+
+def choose_setting(settings: Sequence[dict], recovery: str, tolerance: float = 0.01,
+                   param: str = "num_gestures") -> tuple[str | None, str]:
+    """Pick a setting: near-best recovery, then fewest gestures, then most stable.
+
+    Parameters
+    ----------
+    settings : list of dict
+        The ``settings`` of :func:`compare_experiments` (``label``, ``value``,
+        ``metrics[recovery]["mean"]``, ``stability["dissimilarity_mean"]``).
+    recovery : str
+        The metric compared (higher is better).
+    tolerance : float
+        How far below the best mean a setting may be and still compete.
+    param : str
+        Name of the param minimised among the competitors (for the message).
+
+    Returns
+    -------
+    (label or None, reason)
+    """
+    scored = [s for s in settings if (s["metrics"].get(recovery) or {}).get("mean") is not None]
+    if not scored:
+        return None, f"no setting has a mean {METRICS.get(recovery, recovery)}"
+    best = max(scored, key=lambda s: s["metrics"][recovery]["mean"])
+    best_mean = best["metrics"][recovery]["mean"]
+    competitors = [s for s in scored if s["metrics"][recovery]["mean"] >= best_mean - tolerance - 1e-12]
+
+    def stability(s):
+        value = s["stability"]["dissimilarity_mean"]
+        return math.inf if value is None else value
+
+    def rank(s):
+        # Non-numeric values of the param (e.g. model: ae/vae) have no "smaller": all tie.
+        numeric = _order_key(s["value"])
+        return (numeric[1] if numeric[0] == 0 else 0.0, stability(s), -s["metrics"][recovery]["mean"])
+
+    choice = min(competitors, key=rank)
+    name = METRICS.get(recovery, recovery)
+    mean = choice["metrics"][recovery]["mean"]
+    stab = choice["stability"]["dissimilarity_mean"]
+    stab_text = "n/a" if stab is None else f"{stab:.3f}"
+    numeric = _order_key(choice["value"])[0] == 0
+    if len(competitors) == 1:
+        why = f"the best mean {name} ({mean:.3f}), no other setting within {tolerance} of it"
+    else:
+        lead = (f"the best mean {name} ({mean:.3f})" if choice is best else
+                f"mean {name} {mean:.3f}, within {tolerance} of the best ({best_mean:.3f}, {best['label']})")
+        others = f"{len(competitors)} settings within {tolerance} of the best"
+        if not numeric:
+            why = f"{lead}; of {others}, the most stable gestures"
+        else:
+            why = f"{lead}; of {others}, the smallest {param}"
+            ties = [s for s in competitors if rank(s)[0] == rank(choice)[0]]
+            if len(ties) > 1:
+                why += f", and of {len(ties)} with that {param}, the most stable gestures"
+    return choice["label"], f"chose {choice['label']}: {why} (seed-to-seed dissimilarity {stab_text})"
+
+
+# ------------------------------------------------------------------------- outputs
+
+
+def _cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    if summary["std"] is None:
+        return f"{summary['mean']:.3f}"
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def markdown_table(report: dict) -> str:
+    """The report as a small markdown document: one row per setting, mean ± std across seeds."""
+    header = ["setting", "runs"] + list(METRICS.values()) + ["dissimilarity"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in report["settings"]:
+        stab = s["stability"]
+        diss = "n/a" if stab["dissimilarity_mean"] is None else (
+            f"{stab['dissimilarity_mean']:.3f} (max {stab['dissimilarity_max']:.3f})")
+        label = f"**{s['label']}** ✓" if s["label"] == report["chosen"] else s["label"]
+        cells = [label, str(len(s["runs"]))] + [_cell(s["metrics"][k]) for k in METRICS] + [diss]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = [f"# Model selection over {report['param']}", "", "\n".join(lines), "",
+            "Values: mean ± sample std across seeds (held-out, `metrics/eval.json` neural). "
+            "Dissimilarity: seqNMF-style 1 − mean best-match lag-tolerant cosine between the gesture "
+            "kernels of two seeds, mean (max) over pairs; 0 = the same gestures whatever the seed.", "",
+            f"Rule: {report['rule']}.", "", f"**{report['reason']}**", ""]
+    if report["skipped"]:
+        text += ["Skipped: " + ", ".join(f"{s['name']} ({s['reason']})" for s in report["skipped"]), ""]
+    if report["kernel_errors"]:
+        text += ["Kernels not read (no stability for these runs): "
+                 + "; ".join(report["kernel_errors"].values()), ""]
+    return "\n".join(text)
+
+
+def model_selection_figure(report: dict):
+    """Metrics and stability against the swept param, with error bars (std across seeds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    settings = report["settings"]
+    numeric = all(_order_key(s["value"])[0] == 0 for s in settings)
+    # One series per combination of the other varying params.
+    series: dict[str, list[dict]] = {}
+    for s in settings:
+        rest = ", ".join(f"{k}={_format_value(v)}" for k, v in s["params"].items() if k != report["param"])
+        series.setdefault(rest, []).append(s)
+    categories = sorted({_format_value(s["value"]) for s in settings}, key=lambda v: v)
+
+    def x_of(s):
+        return float(s["value"]) if numeric else categories.index(_format_value(s["value"]))
+
+    panels = [("fit", ["variance_explained"]), ("recovery", ["seqnmf_similarity", "kernel_cosine"]),
+              ("sparsity", ["hoyer_across_time", "gestures_in_use"]), ("stability", ["dissimilarity"])]
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)  # Agg whatever pyplot's backend is
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    markers = "osD^v<>"
+    for ax, (title, keys) in zip(axes, panels):
+        for n, (rest, members) in enumerate(series.items()):
+            for key in keys:
+                xs, ys, errs = [], [], []
+                for s in members:
+                    if key == "dissimilarity":
+                        stab = s["stability"]
+                        mean = stab["dissimilarity_mean"]
+                        err = stab["dissimilarity_std"] or 0.0
+                    else:
+                        summary = s["metrics"].get(key)
+                        mean = None if summary is None else summary["mean"]
+                        err = 0.0 if summary is None or summary["std"] is None else summary["std"]
+                    if mean is not None:
+                        xs.append(x_of(s)), ys.append(mean), errs.append(err)
+                if xs:
+                    name = METRICS.get(key, "seed-to-seed dissimilarity")
+                    label = name if not rest else f"{name} ({rest})"
+                    ax.errorbar(xs, ys, yerr=errs, marker=markers[n % len(markers)], capsize=3, label=label)
+        chosen = next((s for s in settings if s["label"] == report["chosen"]), None)
+        if chosen is not None:
+            ax.axvline(x_of(chosen), color="0.5", linestyle=":", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel(report["param"])
+        if numeric and all(float(s["value"]) > 0 for s in settings) and \
+                max(float(s["value"]) for s in settings) > 4 * min(float(s["value"]) for s in settings):
+            ax.set_xscale("log")
+            ax.set_xticks([float(v) for v in sorted({s["value"] for s in settings})])
+            ax.set_xticklabels([_format_value(v) for v in sorted({s["value"] for s in settings})])
+            ax.minorticks_off()
+        elif not numeric:
+            ax.set_xticks(range(len(categories)))
+            ax.set_xticklabels(categories)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    axes[-1].set_ylabel("1 − mean best-match cosine (lower = stable)", fontsize=8)
+    figure.suptitle(report["reason"], fontsize=8)
+    return figure
+
+
+def write_report(report: dict, out_dir: str | os.PathLike, dpi: int = 110) -> dict[str, Path]:
+    """Write ``compare.json``, ``compare.md`` and ``model_selection.png`` into ``out_dir``.
+
+    Each file is written atomically; returns their paths.
+    """
+    from .plots import save_figure
+
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "compare.json", "markdown": out_dir / "compare.md",
+             "figure": out_dir / "model_selection.png"}
+    figure = model_selection_figure(report)  # drawn first: a drawing error writes nothing
+    write_json(paths["json"], report)
+    write_text(paths["markdown"], markdown_table(report))
+    save_figure(figure, paths["figure"], dpi=dpi)
+    return paths
