@@ -67,7 +67,7 @@ class UtteranceStore:
 
 
 class CropSampler:
-    """Random training crops of ``segment_len`` frames, uniform over crop positions.
+    """Random training crops of ``segment_len`` frames.
 
     An utterance shorter than ``segment_len`` gives one crop, padded and masked.
     """
@@ -77,7 +77,9 @@ class CropSampler:
         self.segment_len = segment_len
         self.generator = generator
         self.positions = (store.lengths - segment_len + 1).clamp_min(1)
-        self.weights = self.positions.to(torch.float32)
+        # Utterances are drawn in proportion to their frames, so that every frame is about
+        # equally likely to be trained on, short utterances (one padded crop) included.
+        self.weights = store.lengths.to(torch.float32)
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         utterance = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
