@@ -250,17 +250,8 @@ class PlainSampler:
 
 def train_step(trainer: Trainer, sample) -> torch.Tensor:
     """One step exactly as ``Trainer.fit`` takes it; returns the real frames (on device)."""
-    config = trainer.config
-    x, mask = sample(config.batch_size)
-    loss, _reconstruction, _sparsity, _out = trainer._loss(x, mask)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), config.grad_clip)
-    trainer.optimizer.step()
-    trainer.model.decoder.project_()
-    trainer.scheduler.step()
-    int(mask.sum())  # fit counts real frames this way (a host sync per step on CUDA)
+    x, mask = sample(trainer.config.batch_size)
+    trainer.step(x, mask)
     return mask.sum()
 
 

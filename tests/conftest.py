@@ -121,3 +121,51 @@ class CorpusBuilder:
 @pytest.fixture
 def corpus_builder(tmp_path) -> CorpusBuilder:
     return CorpusBuilder(tmp_path / "extracted")
+
+
+def run_command(command: list[str], repo: Path, env: dict) -> str:
+    """Run a command in ``repo``; fail the test with its output if it fails."""
+    import subprocess
+
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def make_pipeline_repo(tmp_path: Path, configure) -> tuple[Path, dict]:
+    """A git + DVC copy of the whole project (src, stages, dvc.yaml, params.yaml) in
+    ``tmp_path / "repo"``, committed; ``configure(params)`` edits the params first.
+
+    Returns (repo, env): the environment runs the copy's own ``src`` with this Python.
+    """
+    import os
+    import shutil
+    import sys
+
+    import yaml
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("src", "stages"):
+        shutil.copytree(PROJECT_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    configure(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(repo / "src"),
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+    )
+    for command in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
+                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
+                    ["dvc", "config", "core.analytics", "false"],
+                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "pipeline"]):
+        run_command(command, repo, env)
+    return repo, env

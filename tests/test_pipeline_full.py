@@ -4,58 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, tiny_synthetic_config
+from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
 
 STAGES = ("download", "extract", "nema2npy", "normalize", "train", "evaluate", "plot")
 
 
-def run(command: list[str], repo: Path, env: dict) -> str:
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+run = run_command
 
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory):
     """A git + DVC copy of the project with a tiny corpus and a short training, after `dvc repro`."""
     tmp_path = tmp_path_factory.mktemp("pipeline")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("src", "stages"):
-        shutil.copytree(PROJECT_ROOT / name, repo / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT_ROOT / name, repo / name)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=10)))
-    params.update(num_gestures=6, segment_len=200, epochs=3, device="cpu")
-    params["train"].update(hidden=8, threads=1, figure_every=1)
-    params["evaluate"]["baseline"].update(max_iter=5, transform_iter=5)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(repo / "src"),
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
-        GIT_CONFIG_NOSYSTEM="1",
-        MPLBACKEND="Agg",
-    )
-    for command in (["git", "init", "-q"], ["git", "config", "user.name", "Test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "core.analytics", "false"],
-                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "pipeline"]):
-        run(command, repo, env)
+
+    def configure(params):
+        params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=10)))
+        params.update(num_gestures=6, segment_len=200, epochs=3, device="cpu")
+        params["train"].update(hidden=8, threads=1, figure_every=1)
+        params["evaluate"]["baseline"].update(max_iter=5, transform_iter=5)
+
+    repo, env = make_pipeline_repo(tmp_path, configure)
     run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "results"], repo, env)

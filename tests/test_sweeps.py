@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,15 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, tiny_synthetic_config
+from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
 
 QUEUE_TIMEOUT_S = 300
 
 
-def run(command: list[str], repo: Path, env: dict) -> str:
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+run = run_command
 
 
 def experiments(repo: Path, env: dict) -> dict[str, dict]:
@@ -43,38 +37,20 @@ def sweep_repo(tmp_path_factory):
     """A git + DVC copy of the project, reproduced once on a tiny corpus, with a git remote
     (a bare repository) and a default DVC remote (a local directory)."""
     tmp_path = tmp_path_factory.mktemp("sweeps")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("src", "stages"):
-        shutil.copytree(PROJECT_ROOT / name, repo / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT_ROOT / name, repo / name)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
-    params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
-    params["train"].update(hidden=8, threads=1, figure_every=1000)
-    params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
-    params["plot"].update(dpi=40, max_gestures=4)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(repo / "src"),
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
-        GIT_CONFIG_NOSYSTEM="1",
-        MPLBACKEND="Agg",
-        OMP_NUM_THREADS="1",
-    )
+
+    def configure(params):
+        params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
+        params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
+        params["train"].update(hidden=8, threads=1, figure_every=1000)
+        params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
+        params["plot"].update(dpi=40, max_gestures=4)
+
+    repo, env = make_pipeline_repo(tmp_path, configure)
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path, env)
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "core.analytics", "false"],
-                    ["dvc", "remote", "add", "-d", "store", str(store)],
+    for command in (["dvc", "remote", "add", "-d", "store", str(store)],
                     ["git", "remote", "add", "origin", str(origin)],
-                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "pipeline"]):
+                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "remotes"]):
         run(command, repo, env)
     run(["dvc", "repro", "-q", "evaluate"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -123,7 +99,7 @@ def queued_sweep(sweep_repo):
 def test_queued_grid_runs_every_combination_with_its_own_metrics(queued_sweep):
     repo, env = queued_sweep
     shown = experiments(repo, env)
-    gestures, baseline_explained = {}, None
+    gestures = {}
     for name in ("grid-1", "grid-2"):
         data = shown[name]["revs"][0]["data"]
         params = data["params"]["params.yaml"]["data"]

@@ -381,6 +381,18 @@ class Trainer:
         total = reconstruction + sparsity + config.beta * out.kl
         return total, reconstruction, sparsity, out
 
+    def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
+        loss, reconstruction, sparsity, out = self._loss(x, mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.model.decoder.project_()
+        self.scheduler.step()
+        return torch.stack([loss, reconstruction, sparsity, out.kl]).detach()
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Held-out reconstruction loss at full length (masked), and score statistics."""
@@ -421,15 +433,7 @@ class Trainer:
                        disable=not self.progress, unit="step")
             for _ in bar:
                 x, mask = self.sampler.sample(config.batch_size)
-                loss, reconstruction, sparsity, out = self._loss(x, mask)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.optimizer.step()
-                self.model.decoder.project_()
-                self.scheduler.step()
-                sums += torch.stack([loss.detach(), reconstruction.detach(), sparsity.detach(), out.kl.detach()])
+                sums += self.step(x, mask)
                 frames_seen += mask.sum()  # on the device: no host sync per step
             means = (sums / self.steps_per_epoch).tolist()
             self.trained_frames += int(frames_seen)
