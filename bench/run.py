@@ -53,7 +53,8 @@ from gestural.model import GesturalAutoEncoder  # noqa: E402
 from gestural.normalize import normalize_corpus  # noqa: E402
 from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402
 from gestural.synthetic import SyntheticConfig, write_corpus  # noqa: E402
-from gestural.training import TrainConfig, Trainer, resolve_device  # noqa: E402
+from gestural.io import json_safe  # noqa: E402
+from gestural.training import TrainConfig, Trainer, resolve_device, synchronize  # noqa: E402
 
 # Dense peak FLOP/s by precision (vendor datasheets, no structured sparsity). The H200 has
 # the H100 SXM's compute. fp32 means the CUDA cores' (non-tensor) fp32 rate.
@@ -75,25 +76,6 @@ QUALITY_TOLERANCE = {"variance_explained": 0.005, "kernel_cosine": 0.02, "seqnmf
 
 def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def clean(value):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
 
 
 # --------------------------------------------------------------------------- machine
@@ -591,7 +573,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     result["machine"]["load_average_at_end"] = load_average()
     result["total_seconds"] = time.perf_counter() - total_started
-    return clean(result)
+    return json_safe(result)
 
 
 def main(argv=None) -> int:

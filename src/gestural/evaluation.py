@@ -34,12 +34,12 @@ from . import ema
 from .batches import UtteranceStore
 from .cnmf import ConvNMF
 from .dataset import CorpusFileError, NormalizedCorpus
-from .io import atomic_dir, write_json, write_text
+from .io import atomic_dir, json_safe, write_json, write_text
 from .metrics import (convolve_scores, kernel_recovery, onset_f1, reconstruction_metrics, score_sparsity,
                       seqnmf_similarity)
 from .model import GesturalAutoEncoder
 from .params import ParamsError, Section
-from .training import load_model, resolve_device
+from .training import load_model, resolve_device, synchronize
 
 __all__ = [
     "BaselineParams",
@@ -327,11 +327,6 @@ class Factorised:
     extra: dict = field(default_factory=dict)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def store_utterances(store: UtteranceStore) -> list[np.ndarray]:
     """The utterances held by ``store``, in its order, as (C, T_i) float32 numpy arrays."""
     values = store.values.cpu().numpy()
@@ -352,7 +347,7 @@ def neural_factorisation(model: GesturalAutoEncoder, store: UtteranceStore, batc
     scores: list = [None] * count
     reconstructions: list = [None] * count
     lengths = store.lengths.tolist()
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     for indices, x, mask in store.batches(batch_size):
         out = model(x, mask)
@@ -362,7 +357,7 @@ def neural_factorisation(model: GesturalAutoEncoder, store: UtteranceStore, batc
             frames = lengths[index]
             scores[index] = batch_scores[row, :, :frames]
             reconstructions[index] = batch_reconstruction[row, :, :frames]
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return Factorised(
         gesture_kernels=model.decoder.gesture_kernels.detach().cpu().numpy(),
@@ -630,20 +625,6 @@ class EvaluationResult:
     planted_kernels: np.ndarray | None
 
 
-def _clean(value):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (not valid JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
-
-
 def _train_seconds(path: Path | None) -> float:
     """``seconds`` of metrics/train.json, NaN if the file or the key is absent."""
     if path is None or not Path(path).is_file():
@@ -761,7 +742,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
             return None
         return bool(a > b)
 
-    metrics = _clean({
+    metrics = json_safe({
         "neural": neural_metrics,
         "classical": classical_metrics,
         "ground_truth": truth is not None,
@@ -781,7 +762,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
         if truth is not None:
             examples[f"planted_scores_{n}"] = truth.scores[i].astype(np.float32)
 
-    matching = _clean({
+    matching = json_safe({
         "ground_truth": truth is not None,
         "planted_kernels": truth.kernels.tolist() if truth is not None else None,
         "neural": neural_matching,

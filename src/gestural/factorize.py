@@ -15,7 +15,6 @@ mean for a VAE), gives the gestural scores and the reconstruction. The results g
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from . import plots
 from .corpus import fill_nan_runs
 from .ema import CHANNELS, FRAME_RATE, NUM_CHANNELS, EmaFormatError, read_ema, read_lab
-from .io import atomic_dir, save_npy, write_json
+from .io import atomic_dir, json_safe, save_npy, write_json
 from .metrics import reconstruction_metrics, score_sparsity
 from .model import GesturalAutoEncoder
 from .normalize import scale_to_unit
@@ -39,19 +38,6 @@ DEFAULT_MAX_NAN_RUN = 20  # frames (100 ms), as data.max_nan_run
 
 class FactorizeError(ValueError):
     """A model or an utterance cannot be used (the message names the file and the problem)."""
-
-
-def _json_safe(value):
-    """NaN and inf become None (JSON has no NaN); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 @dataclass
@@ -197,7 +183,7 @@ def utterance_metrics(x: np.ndarray, reconstruction: np.ndarray, scores: np.ndar
     in_use = np.flatnonzero((contribution > 0) & (contribution > 1e-3 * largest))
     in_use = in_use[np.argsort(-contribution[in_use], kind="stable")]
     fit["correlation_per_channel"] = dict(zip(CHANNELS, fit["correlation_per_channel"]))
-    return _json_safe({
+    return json_safe({
         "reconstruction": fit,
         "sparsity": sparsity,
         "gestures_in_use": in_use.tolist(),  # most used first

@@ -149,6 +149,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer measures it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @dataclass
 class EpochRecord:
     """One row of the learning curve (plots/train/learning_curve.csv)."""
