@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import _hoyer_from_sums
+from .metrics import hoyer_from_norms
 
 
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -27,9 +27,9 @@ def score_hoyer(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     """
     real = mask.to(scores.dtype)
     h = scores * real[:, None, :]
-    per_frame = _hoyer_from_sums(h.sum(1), _safe_norm(h, 1), scores.shape[1])
+    per_frame = hoyer_from_norms(h.sum(1), _safe_norm(h, 1), scores.shape[1])
     across_gestures = (per_frame * real).sum() / real.sum().clamp_min(1.0)
-    per_gesture = _hoyer_from_sums(h.sum((0, 2)), _safe_norm(h, (0, 2)), real.sum())
+    per_gesture = hoyer_from_norms(h.sum((0, 2)), _safe_norm(h, (0, 2)), real.sum())
     return across_gestures, per_gesture.mean()
 
 

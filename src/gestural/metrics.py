@@ -217,7 +217,7 @@ def reconstruction_metrics(x, x_hat, mask=None) -> dict:
 # ------------------------------------------------------------------------- sparsity
 
 
-def _hoyer_from_sums(l1: torch.Tensor, l2: torch.Tensor, n) -> torch.Tensor:
+def hoyer_from_norms(l1: torch.Tensor, l2: torch.Tensor, n) -> torch.Tensor:
     """Hoyer sparsity from L1, L2 norms and length n (tensor or int); 0 for zero vectors."""
     n = torch.as_tensor(n, dtype=l1.dtype, device=l1.device)
     root_n = torch.sqrt(n)
@@ -249,7 +249,7 @@ def hoyer(v, dim: int = -1) -> torch.Tensor:
     """
     v = _tensor(v)
     av = v.abs()
-    return _hoyer_from_sums(av.sum(dim=dim), torch.sqrt((av**2).sum(dim=dim)), v.shape[dim])
+    return hoyer_from_norms(av.sum(dim=dim), torch.sqrt((av**2).sum(dim=dim)), v.shape[dim])
 
 
 def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> dict:
@@ -288,11 +288,11 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
         raise ValueError("mask: no real frames to evaluate")
     h = torch.where(real[:, None, :], scores.abs(), scores.new_zeros(()))
 
-    per_frame = _hoyer_from_sums(h.sum(dim=1), torch.sqrt((h**2).sum(dim=1)), num_gestures)  # (B, T)
+    per_frame = hoyer_from_norms(h.sum(dim=1), torch.sqrt((h**2).sum(dim=1)), num_gestures)  # (B, T)
     across_gestures = (per_frame * real).sum() / num_frames
 
     l1 = h.sum(dim=(0, 2))  # (K,)
-    per_gesture = _hoyer_from_sums(l1, torch.sqrt((h**2).sum(dim=(0, 2))), num_frames)
+    per_gesture = hoyer_from_norms(l1, torch.sqrt((h**2).sum(dim=(0, 2))), num_frames)
     across_time = per_gesture.mean()
 
     contribution = l1

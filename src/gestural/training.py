@@ -19,7 +19,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,6 @@ class TrainResult:
     resumed_from_epoch: int
     device: str
     train_frames: int
-    extra: dict = field(default_factory=dict)
 
 
 def _as_fp32(out: Factorisation) -> Factorisation:
