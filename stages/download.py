@@ -19,9 +19,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gestural.download import DownloadError, copy_archive, fetch_url, sha256_of
+from gestural.download import copy_archive, fetch_url, sha256_of
 from gestural.io import atomic_dir, write_json
-from gestural.params import DataParams, ParamsError, load_params, synthetic_config
+from gestural.params import DataParams, load_params, synthetic_config
+from gestural.stage import run_stage
 from gestural.synthetic import write_corpus
 
 OUT_DIR = Path("data/raw")
@@ -30,29 +31,25 @@ ARCHIVE_NAME = "emadata.tgz"
 
 
 def main() -> int:
-    try:
-        params = load_params()
-        data = DataParams.from_params(params)
-        source = {"source": data.source}
-        with atomic_dir(OUT_DIR) as tmp:
-            archive = tmp / ARCHIVE_NAME
-            if data.source == "synthetic":
-                config = synthetic_config(params)
-                summary = write_corpus(config, archive, tmp / "ground_truth.npz")
-                source.update(sha256=sha256_of(archive), synthetic=summary,
-                              config=dataclasses.asdict(config))
-            elif data.source == "url":
-                digest = fetch_url(data.url, archive, sha256=data.sha256, partial_dir=PARTIAL_DIR)
-                source.update(url=data.url, sha256=digest)
-            else:
-                # DVC sees data.archive (the path), not the file behind it: after replacing
-                # the tarball at the same path, run `dvc repro -f download`.
-                digest = copy_archive(data.archive, archive, sha256=data.sha256)
-                source.update(archive=str(Path(data.archive).resolve()), sha256=digest)
-            write_json(tmp / "source.json", source)
-    except (ParamsError, DownloadError) as error:
-        print(f"download: {error}", file=sys.stderr)
-        return 1
+    params = load_params()
+    data = DataParams.from_params(params)
+    source = {"source": data.source}
+    with atomic_dir(OUT_DIR) as tmp:
+        archive = tmp / ARCHIVE_NAME
+        if data.source == "synthetic":
+            config = synthetic_config(params)
+            summary = write_corpus(config, archive, tmp / "ground_truth.npz")
+            source.update(sha256=sha256_of(archive), synthetic=summary,
+                          config=dataclasses.asdict(config))
+        elif data.source == "url":
+            digest = fetch_url(data.url, archive, sha256=data.sha256, partial_dir=PARTIAL_DIR)
+            source.update(url=data.url, sha256=digest)
+        else:
+            # DVC sees data.archive (the path), not the file behind it: after replacing
+            # the tarball at the same path, run `dvc repro -f download`.
+            digest = copy_archive(data.archive, archive, sha256=data.sha256)
+            source.update(archive=str(Path(data.archive).resolve()), sha256=digest)
+        write_json(tmp / "source.json", source)
     if PARTIAL_DIR.is_dir() and not any(PARTIAL_DIR.iterdir()):
         PARTIAL_DIR.rmdir()
     print(f"download: {OUT_DIR / ARCHIVE_NAME} from {data.source} (sha256 {source['sha256']})")
@@ -60,4 +57,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("download", main))

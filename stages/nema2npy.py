@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.corpus import CorpusError, build_npy, data_metrics
-from gestural.ema import EmaFormatError
+from gestural.corpus import build_npy, data_metrics
 from gestural.io import write_json
-from gestural.params import DataParams, ParamsError, load_params
+from gestural.params import DataParams, load_params
+from gestural.stage import run_stage
 
 IN_DIR = Path("data/extracted")
 OUT_DIR = Path("data/npy")
@@ -21,15 +21,8 @@ METRICS = Path("metrics/data.json")
 
 
 def main() -> int:
-    try:
-        data = DataParams.from_params(load_params())
-        report = build_npy(IN_DIR, OUT_DIR, data)
-    except EmaFormatError as error:
-        print(f"nema2npy: {error}\n(set data.skip_bad_files: true to skip such files)", file=sys.stderr)
-        return 1
-    except (ParamsError, CorpusError) as error:
-        print(f"nema2npy: {error}", file=sys.stderr)
-        return 1
+    data = DataParams.from_params(load_params())
+    report = build_npy(IN_DIR, OUT_DIR, data)
     metrics = data_metrics(report)
     write_json(METRICS, metrics)
     print(
@@ -41,4 +34,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("nema2npy", main))

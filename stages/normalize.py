@@ -5,21 +5,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.dataset import CorpusFileError
-from gestural.normalize import NormalizeError, normalize_corpus
-from gestural.params import DataParams, ParamsError, load_params
+from gestural.normalize import normalize_corpus
+from gestural.params import DataParams, load_params
+from gestural.stage import run_stage
 
 IN_DIR = Path("data/npy")
 OUT_DIR = Path("data/normalized")
 
 
 def main() -> int:
-    try:
-        data = DataParams.from_params(load_params())
-        stats = normalize_corpus(IN_DIR, OUT_DIR, data)
-    except (ParamsError, CorpusFileError, NormalizeError) as error:
-        print(f"normalize: {error}", file=sys.stderr)
-        return 1
+    data = DataParams.from_params(load_params())
+    stats = normalize_corpus(IN_DIR, OUT_DIR, data)
     counts = stats["counts"]
     print(
         f"normalize: train {counts['train']['utterances']} utterances ({counts['train']['frames']} frames), "
@@ -29,4 +25,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("normalize", main))

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import shutil
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
+from gestural import archive as archive_module
+from gestural import progress as progress_module
 from gestural.archive import ArchiveError, safe_extract
+from gestural.params import MIB, ExtractLimits
 
 FILES = {
     "emadata/README.txt": b"EMA data\n",
@@ -171,3 +178,80 @@ def test_reextracting_replaces_existing_dest(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["emadata"]
     assert (dest / "emadata/speaker1/utt002.ema").read_bytes() == FILES["emadata/speaker1/utt002.ema"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "ok.tgz"]
+
+
+# --------------------------------------------------------------------------
+# Caps on what an archive may unpack to (data.extract), stale temporaries, progress
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limits, entries, message",
+    [
+        (ExtractLimits(max_members=4), _valid_entries(), r"more than 4 members \(data.extract.max_members"),
+        (ExtractLimits(max_member_mib=1), [_file("emadata/big.wav", bytes(MIB + 1))],
+         r"member 'emadata/big.wav' would unpack to 1 MiB, over data.extract.max_member_mib \(1 MiB\)"),
+        (ExtractLimits(max_total_mib=1), [_file(f"emadata/{i}.wav", bytes(MIB // 3)) for i in range(4)],
+         r"would unpack to more than 1 MiB \(data.extract.max_total_mib; stopped reading at member 4\)"),
+    ],
+    ids=["members", "member-size", "total-size"],
+)
+def test_an_archive_over_a_cap_is_refused_and_nothing_is_written(tmp_path, limits, entries, message):
+    archive = _write_tar(tmp_path / "bomb.tgz", entries)
+    with pytest.raises(ArchiveError, match=message):
+        safe_extract(archive, tmp_path / "dest", limits)
+    assert _only_archive_left(tmp_path, archive)
+
+
+def test_a_member_count_bomb_is_refused_after_reading_only_the_allowed_headers(tmp_path, monkeypatch):
+    archive = _write_tar(tmp_path / "many.tgz", [_file(f"f{i:05d}", b"") for i in range(5000)])
+    headers = []
+    real_next = tarfile.TarFile.next
+    monkeypatch.setattr(tarfile.TarFile, "next", lambda self: headers.append(1) or real_next(self))
+    with pytest.raises(ArchiveError, match="more than 10 members"):
+        safe_extract(archive, tmp_path / "dest", ExtractLimits(max_members=10))
+    assert len(headers) <= 12  # tarfile.open reads the first one to recognise the format; not all 5000
+
+
+def test_the_default_caps_fit_the_real_corpus():
+    # CMU emadata.tgz: ~4409 utterances x (ema, wav, lab) + directories, ~2-3 GB, wavs of a few hundred KB.
+    limits = ExtractLimits()
+    assert limits.max_members >= 3 * 4409 * 2 and limits.max_total_bytes >= 3 * 3e9
+    assert limits.max_member_bytes >= 50 * 500e3
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_up_front(tmp_path, monkeypatch):
+    archive = _write_tar(tmp_path / "ok.tgz", _valid_entries())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ArchiveError, match=r"unpacks to 0 MiB but .* has only 0 MiB free"):
+        safe_extract(archive, tmp_path / "dest")
+    assert _only_archive_left(tmp_path, archive)
+
+
+def test_temporaries_of_a_killed_extract_are_removed_by_the_next_run(tmp_path):
+    archive = _write_tar(tmp_path / "ok.tgz", _valid_entries())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / ".dest.abcd1234.tmp", tmp_path / f".dest.{dead.pid}.abcd1234.tmp",
+             tmp_path / f".dest.{dead.pid}.wxyz9876.old"]
+    alive = [tmp_path / f".dest.{os.getppid()}.abcd1234.tmp",  # a writer still running
+             tmp_path / f".dest2.{dead.pid}.abcd1234.tmp"]  # another output's
+    for path in stale + alive:
+        (path / "emadata").mkdir(parents=True)
+        (path / "emadata" / "partial.ema").write_bytes(bytes(1000))
+
+    safe_extract(archive, tmp_path / "dest")
+
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["dest", "ok.tgz"] + [p.name for p in alive])
+
+
+def test_progress_is_a_few_log_lines_when_not_on_a_terminal(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(archive_module, "PROGRESS_MIN_MEMBERS", 1)
+    monkeypatch.setattr(progress_module, "QUIET_FOR_S", 0.0)  # as if the disk were slow
+    archive = _write_tar(tmp_path / "ok.tgz", [_file(f"emadata/{i:03d}.ema", bytes(1000)) for i in range(300)])
+    with caplog.at_level(logging.INFO, logger="gestural.progress"):
+        safe_extract(archive, tmp_path / "dest")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gestural.progress"]
+    assert 5 <= len(lines) <= 11 and all("\r" not in line for line in lines)
+    assert lines[-1].startswith("extracting ok.tgz: 293.0 KiB of 293.0 KiB (100 %)")

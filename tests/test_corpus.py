@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +19,8 @@ from gestural.archive import safe_extract
 from gestural.corpus import CorpusError, build_npy, data_metrics, fill_nan_runs
 from gestural.dataset import read_index
 from gestural.params import DataParams
+
+from conftest import PROJECT_ROOT
 
 BASE = DataParams(
     source="synthetic", url=None, sha256=None, archive=None, speakers=None, test_fraction=0.2, seed=0,
@@ -242,3 +250,73 @@ def test_rerun_replaces_the_output(corpus_builder, tmp_path):
     report = build_npy(corpus_builder.root, tmp_path / "npy", params(speakers=("spk",), nan_policy="drop"))
     assert json.loads((tmp_path / "npy" / "report.json").read_text()) == report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["extracted", "npy"]  # no temporary left
+
+
+# --------------------------------------------------------------------------
+# Pool workers: they die with the stage and leave Ctrl-C to it
+# --------------------------------------------------------------------------
+
+POOL_SCRIPT = """
+import os, sys, time
+from gestural import corpus
+from gestural.stage import run_stage
+
+def slow(seconds):
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: lines of two workers do not interleave
+    time.sleep(seconds)
+    return {}
+
+corpus.load_utterance = slow
+corpus.POOL_MIN_UTTERANCES = 0
+sys.exit(run_stage("nema2npy", lambda: [None for _ in corpus._map([0.2] * 50, 2)] and 0))
+"""
+
+
+def start_pool(tmp_path):
+    """The stage's process pool (2 workers) in a new process group; returns (process, worker pids)."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, start_new_session=True)
+    workers = set()
+    while len(workers) < 2:
+        line = process.stdout.readline()
+        assert line, process.communicate()[1]
+        workers.add(int(line))
+    return process, workers
+
+
+def gone(pid: int) -> bool:
+    """Ended (a zombie awaiting its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def wait_until_gone(pids, timeout=5.0) -> set:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(gone(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if not gone(p)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pool_workers_die_when_the_stage_is_killed(tmp_path):
+    process, workers = start_pool(tmp_path)
+    process.kill()  # kill -9: no chance to shut the pool down
+    process.wait()
+    survivors = wait_until_gone(workers)
+    for pid in survivors:  # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"orphaned pool workers {survivors}"
+
+
+def test_ctrl_c_stops_the_pool_with_one_line(tmp_path):
+    process, workers = start_pool(tmp_path)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "nema2npy: interrupted" and "Traceback" not in stderr
+    assert not wait_until_gone(workers)

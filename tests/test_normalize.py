@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -76,11 +77,11 @@ def write_npy_dir(directory, utterances: dict[str, np.ndarray], speakers: dict |
 
 @pytest.fixture
 def npy_with_extreme_test_value(tmp_path):
-    """Speaker 'spk' with an official split: one test utterance holds an extreme value."""
+    """Speaker 'spk' with an official split: one test utterance holds extreme (but not absurd) values."""
     rng = np.random.default_rng(1)
     utterances = {f"spk_{i:02d}": rng.uniform(-1, 1, size=(20 + i, 12)) for i in range(6)}
-    utterances["spk_03"][5, 4] = 1000.0
-    utterances["spk_03"][6, 9] = -1000.0
+    utterances["spk_03"][5, 4] = 5.0  # ~7 robust sd: out of the train range, yet a possible position
+    utterances["spk_03"][6, 9] = -5.0
     speakers = {"spk": {"dir": "emadata/cin_us_spk", "ema_stats": {"mean": [0.0] * 12, "std": [1.0] * 12},
                         "official_test": ["spk_03", "spk_05"]}}
     write_npy_dir(tmp_path / "npy", utterances, speakers)
@@ -93,7 +94,7 @@ def test_scaling_uses_train_frames_only(npy_with_extreme_test_value, tmp_path):
     train = np.concatenate([v for k, v in utterances.items() if k not in ("spk_03", "spk_05")]).astype(np.float32)
     np.testing.assert_allclose(stats["low"], train.min(axis=0), rtol=1e-6)
     np.testing.assert_allclose(stats["high"], train.max(axis=0), rtol=1e-6)
-    assert max(stats["high"]) < 1.0 and min(stats["low"]) > -1.0  # the +-1000 in the test set is ignored
+    assert max(stats["high"]) < 1.0 and min(stats["low"]) > -1.0  # the +-5 in the test set is ignored
 
     corpus = NormalizedCorpus.load(tmp_path / "normalized")
     assert corpus.frames.dtype == np.float32 and corpus.frames.min() >= 0.0 and corpus.frames.max() <= 1.0
@@ -182,3 +183,86 @@ def test_missing_or_inconsistent_inputs_are_named(tmp_path):
         normalize_corpus(tmp_path / "npy", tmp_path / "normalized", BASE)
     with pytest.raises(CorpusFileError, match=r"frames\.npy: no such file"):
         NormalizedCorpus.load(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------
+# Absurd samples and leftovers of missing data
+# --------------------------------------------------------------------------
+
+
+def smooth_utterances(count=30, frames=50, seed=4):
+    """Random-walk trajectories (like articulator paths) of speaker 'spk'."""
+    rng = np.random.default_rng(seed)
+    return {f"spk_{i:03d}": np.cumsum(rng.normal(0, 0.1, size=(frames, 12)), axis=0) for i in range(count)}
+
+
+def normalized_frames(tmp_path, name, utterances, data=BASE):
+    write_npy_dir(tmp_path / name, utterances)
+    stats = normalize_corpus(tmp_path / name, tmp_path / f"{name}-out", data)
+    return NormalizedCorpus.load(tmp_path / f"{name}-out").frames, stats
+
+
+def test_one_absurd_sample_leaves_the_rest_of_its_channel_intact(tmp_path, caplog):
+    clean = smooth_utterances()
+    glitched = {k: v.copy() for k, v in clean.items()}
+    glitched["spk_007"][20, 0] = 1e30  # td_x; percentiles [0, 100] would make it `high`
+    expected, _ = normalized_frames(tmp_path, "clean", clean)
+    with caplog.at_level(logging.WARNING, logger="gestural.normalize"):
+        frames, stats = normalized_frames(tmp_path, "glitched", glitched)
+
+    glitch = 7 * 50 + 20
+    others = np.ones(len(frames), dtype=bool)
+    others[glitch] = False
+    np.testing.assert_allclose(frames[others], expected[others], atol=1e-6)  # was: 18,344 of 18,345 frames at 0
+    assert frames[glitch, 0] == pytest.approx((frames[glitch - 1, 0] + frames[glitch + 1, 0]) / 2, abs=1e-6)
+    assert stats["absurd_samples"]["count"] == 1
+    assert stats["absurd_samples"]["first"] == [
+        {"utterance_id": "spk_007", "channel": "td_x", "frame": 21, "value": 1e30}]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "frames.npy: 1 absurd sample(s)" in warning and "spk_007 td_x frame 21 (1e+30)" in warning
+
+
+def test_many_absurd_samples_are_summarised_in_one_warning(tmp_path, caplog):
+    utterances = smooth_utterances()
+    for i, channel in enumerate((0, 3, 5, 5, 11)):
+        utterances[f"spk_{i:03d}"][10, channel] = -5e8 if i % 2 else 3e4
+    with caplog.at_level(logging.WARNING, logger="gestural.normalize"):
+        _, stats = normalized_frames(tmp_path, "npy", utterances)
+    assert stats["absurd_samples"]["count"] == 5
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.endswith("and 2 more (see stats.json)") and warning.count(" frame 11 ") == 3
+
+
+def test_sparse_movements_on_a_quiet_channel_are_not_absurd(tmp_path):
+    # Mostly at rest (MAD = noise), moving by 1000x the noise 5 % of the time: real data, kept.
+    rng = np.random.default_rng(5)
+    utterances = {}
+    for i in range(20):
+        values = rng.normal(0, 1e-3, size=(100, 12))
+        values[40:45, 2] += 1.0
+        utterances[f"spk_{i:03d}"] = values
+    frames, stats = normalized_frames(tmp_path, "npy", utterances)
+    assert stats["absurd_samples"]["count"] == 0
+    assert frames[40:45, 2].min() > 0.9
+
+
+def test_a_channel_with_too_many_absurd_samples_is_refused(tmp_path):
+    utterances = smooth_utterances()
+    for i in range(3):  # 3 % of the channel: a missing-value code, not glitches to interpolate
+        utterances[f"spk_{i:03d}"][10:25, 4] = 1e30
+    write_npy_dir(tmp_path / "npy", utterances)
+    with pytest.raises(NormalizeError, match=r"frames.npy: 45 of 1500 samples of channel tt_x are absurd "
+                                             r"\(beyond 1e\+06, or more than 50 robust .* too many to be glitches"):
+        normalize_corpus(tmp_path / "npy", tmp_path / "out", BASE)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_missing_samples_left_in_the_frames_are_refused(tmp_path, value):
+    utterances = smooth_utterances(count=5)
+    utterances["spk_003"][7, 9] = value
+    write_npy_dir(tmp_path / "npy", utterances)
+    with pytest.raises(NormalizeError, match=r"frames.npy: 1 missing sample\(s\) \(NaN or inf\), the first in "
+                                             r"utterance spk_003 channel ul_y frame 8 .*rerun `dvc repro -f nema2npy`"):
+        normalize_corpus(tmp_path / "npy", tmp_path / "out", BASE)
+    assert not (tmp_path / "out").exists()

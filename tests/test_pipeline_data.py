@@ -313,3 +313,54 @@ def test_stage_errors_are_one_message_not_a_traceback(tmp_path):
     assert result.returncode == 1 and "run `dvc repro nema2npy` first" in result.stderr
     result = run_stage("extract", tmp_path, params)
     assert result.returncode == 1 and "emadata.tgz: no such file" in result.stderr
+
+
+def _many_file_archive(path: Path, count: int, size: int) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(count):
+            info = tarfile.TarInfo(f"emadata/cin_us_spk/wav/spk_{i:05d}.wav")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_a_killed_extract_leaves_a_temporary_that_the_next_run_removes(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "data/raw").mkdir(parents=True)
+    _many_file_archive(tmp_path / "data/raw/emadata.tgz", 1000, 8192)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params(), sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    command = [sys.executable, str(PROJECT_ROOT / "stages" / "extract.py")]
+
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    temporaries = []
+    while process.poll() is None and not temporaries:
+        temporaries = list((tmp_path / "data").glob(".extracted.*.tmp"))
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)  # kill -9 mid-extraction
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "extract finished before it could be killed"
+    assert temporaries and temporaries[0].exists()  # what the killed run leaves behind
+
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["extracted", "raw"]
+    assert "removed 1 stale temporary file(s) of data/extracted" in result.stderr
+    assert len(list((tmp_path / "data/extracted/emadata/cin_us_spk/wav").iterdir())) == 1000
+
+
+def test_the_extract_stage_refuses_an_archive_over_its_caps_in_one_line(tmp_path):
+    (tmp_path / "data/raw").mkdir(parents=True)
+    _many_file_archive(tmp_path / "data/raw/emadata.tgz", 30, 10)
+    params = project_params()
+    params["data"]["extract"]["max_members"] = 20
+    result = run_stage("extract", tmp_path, params)
+    assert result.returncode == 1
+    assert result.stderr == ("extract: data/raw/emadata.tgz: holds more than 20 members "
+                             "(data.extract.max_members in params.yaml)\n")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]

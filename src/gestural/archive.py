@@ -2,21 +2,25 @@
 
 The archive comes from the network or from a path the user typed, so every
 member is checked before anything is written: no absolute names, no ``..``,
-no links, no device files. Extraction goes into a temporary directory beside
-the destination, which replaces the destination only once it is complete.
+no links, no device files, and no more members or bytes than the
+``data.extract`` caps allow (the headers are read one by one, so a tar bomb is
+refused without being unpacked or even listed in full). Extraction goes into a
+temporary directory beside the destination, which replaces the destination only
+once it is complete.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from gestural.io import atomic_dir
+from gestural.params import MIB, ExtractLimits
+from gestural.progress import Progress
 
 # Show a progress bar only for archives with at least this many members.
 PROGRESS_MIN_MEMBERS = 200
@@ -66,14 +70,27 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _read_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """Read every header and make sure the archive ends where a tar file should.
+def _read_members(tar: tarfile.TarFile, archive_path: Path, limits: ExtractLimits) -> list[tarfile.TarInfo]:
+    """Read the headers one by one, within ``limits``; make sure the archive ends where a tar file should.
 
     tarfile stops silently at a truncated or garbled header that is not the
     first one, so we also require the block after the last member to be the
     end-of-archive marker (a block of zeros).
     """
-    members = tar.getmembers()
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    while (member := tar.next()) is not None:
+        members.append(member)
+        if len(members) > limits.max_members:
+            raise ArchiveError(archive_path, f"holds more than {limits.max_members} members "
+                               "(data.extract.max_members in params.yaml)")
+        if member.size > limits.max_member_bytes:
+            raise ArchiveError(archive_path, f"member {member.name!r} would unpack to {member.size / MIB:.0f} MiB, "
+                               f"over data.extract.max_member_mib ({limits.max_member_mib} MiB)")
+        total += member.size
+        if total > limits.max_total_bytes:
+            raise ArchiveError(archive_path, f"would unpack to more than {limits.max_total_mib} MiB "
+                               f"(data.extract.max_total_mib; stopped reading at member {len(members)})")
     tar.fileobj.seek(tar.offset)
     end_block = tar.fileobj.read(tarfile.BLOCKSIZE)
     if len(end_block) < tarfile.BLOCKSIZE or end_block.count(0) != tarfile.BLOCKSIZE:
@@ -83,7 +100,22 @@ def _read_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-def safe_extract(archive_path: str | os.PathLike, dest_dir: str | os.PathLike) -> list[str]:
+def _check_free_space(archive_path: Path, dest_dir: Path, needed: int) -> None:
+    """Refuse up front when the unpacked size cannot fit (rather than fail half-way)."""
+    parent = dest_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise ArchiveError(archive_path, f"unpacks to {needed / MIB:.0f} MiB but {parent} has only "
+                           f"{free / MIB:.0f} MiB free")
+
+
+def safe_extract(
+    archive_path: str | os.PathLike,
+    dest_dir: str | os.PathLike,
+    limits: ExtractLimits | None = None,
+) -> list[str]:
     """Extract a .tar, .tar.gz or .tgz archive into ``dest_dir``, safely and atomically.
 
     Parameters
@@ -93,6 +125,9 @@ def safe_extract(archive_path: str | os.PathLike, dest_dir: str | os.PathLike) -
     dest_dir : path-like
         Directory to create. An existing ``dest_dir`` is replaced, but only
         after the new content has been extracted completely.
+    limits : ExtractLimits, optional
+        Caps on the member count, total and per-member size (``data.extract``);
+        the defaults of :class:`gestural.params.ExtractLimits` when None.
 
     Returns
     -------
@@ -103,11 +138,14 @@ def safe_extract(archive_path: str | os.PathLike, dest_dir: str | os.PathLike) -
     ------
     ArchiveError
         If the archive is missing, corrupt or truncated, or contains a member
-        that is unsafe to extract (absolute path, ``..``, link, device, FIFO).
+        that is unsafe to extract (absolute path, ``..``, link, device, FIFO),
+        or exceeds ``limits`` or the free disk space.
         Nothing is left at ``dest_dir`` (an existing one is untouched) and no
         temporary directory remains.
     """
     archive_path = Path(archive_path)
+    dest_dir = Path(dest_dir)
+    limits = limits if limits is not None else ExtractLimits()
     if not archive_path.is_file():
         raise ArchiveError(archive_path, "no such file")
 
@@ -121,7 +159,7 @@ def safe_extract(archive_path: str | os.PathLike, dest_dir: str | os.PathLike) -
     with tar:
         # Check everything before writing anything.
         try:
-            members = _read_members(tar)
+            members = _read_members(tar, archive_path, limits)
         except _CORRUPT_ERRORS as error:
             raise _corrupt(archive_path, error) from error
         for member in members:
@@ -129,17 +167,16 @@ def safe_extract(archive_path: str | os.PathLike, dest_dir: str | os.PathLike) -
             if problem is not None:
                 raise ArchiveError(archive_path, f"refusing to extract member {member.name!r}: it {problem}")
 
-        progress = tqdm(
-            members,
-            desc=f"extracting {archive_path.name}",
-            unit="file",
-            disable=None if len(members) >= PROGRESS_MIN_MEMBERS else True,
-        )
+        total = sum(member.size for member in members)
+        _check_free_space(archive_path, dest_dir, total)
+        progress = Progress(total, f"extracting {archive_path.name}", "B",
+                            enabled=len(members) >= PROGRESS_MIN_MEMBERS)
         current = None
         with atomic_dir(dest_dir) as tmp_dir:
             try:
-                for current in progress:
+                for current in members:
                     tar.extract(current, tmp_dir, **_EXTRACT_FILTER)
+                    progress.update(current.size)
                 # Read to the end so gzip checks its CRC and length trailer.
                 while tar.fileobj.read(1 << 20):
                     pass

@@ -28,7 +28,10 @@ Policies, in words:
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +61,9 @@ DROP_REASONS = (NO_WAV, NAN, NAN_RUN_TOO_LONG, CHANNEL_ALL_NAN, NO_FRAMES, BAD_F
 
 # Below this many utterances a process pool costs more than it saves.
 POOL_MIN_UTTERANCES = 200
+
+_SKIP_HINT = "; set data.skip_bad_files: true to skip such files"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class CorpusError(ValueError):
@@ -240,7 +246,7 @@ def load_utterance(task: _Task) -> dict:
         wav_samples = ema.wav_num_frames(root / files.wav)
     except ema.EmaFormatError as error:
         if not task.skip_bad_files:
-            raise
+            raise ema.EmaFormatError(error.path, error.line, error.reason + _SKIP_HINT) from None
         result.update(reason=BAD_FILE, detail=str(error), bad_file=error.path)
         return result
     if values.shape[0] == 0:
@@ -285,9 +291,35 @@ def _speaker_metadata(root: Path, speaker_dir: Path, skip_bad_files: bool, skipp
             meta["official_test"] = sorted(ema.read_txt_done_data(test_path))
     except ema.EmaFormatError as error:
         if not skip_bad_files:
-            raise
+            raise ema.EmaFormatError(error.path, error.line, error.reason + _SKIP_HINT) from None
         skipped.append({"path": error.path, "utterance_id": None, "error": str(error)})
     return meta
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Pool worker set-up: die with the parent, leave Ctrl-C to the parent.
+
+    A ``kill -9`` of the stage gives the workers no chance to be shut down, and they
+    would live on as orphans; on Linux the kernel sends them SIGKILL when the
+    process that started them dies (PR_SET_PDEATHSIG; the stage itself, or the
+    forkserver that exits with it). The stage may have died before this runs, so
+    check once too.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        os._exit(1)
+    except PermissionError:
+        pass
+    # Ctrl-C reaches the whole process group; the parent handles it and shuts the
+    # pool down, so the workers should not each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _map(tasks: list[_Task], workers: int | None):
@@ -297,7 +329,7 @@ def _map(tasks: list[_Task], workers: int | None):
     if workers <= 1 or len(tasks) < POOL_MIN_UTTERANCES:
         yield from tqdm(map(load_utterance, tasks), **progress)
         return
-    executor = ProcessPoolExecutor(max_workers=workers)
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         chunksize = max(1, len(tasks) // (workers * 16))
         yield from tqdm(executor.map(load_utterance, tasks, chunksize=chunksize), **progress)

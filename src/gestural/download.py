@@ -16,9 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from gestural.io import atomic_path
+from gestural.progress import Progress
 
 # Seconds to wait before retry n (n = 1, 2, ...): RETRY_BACKOFF_S * 2 ** (n - 1).
 RETRY_BACKOFF_S = 1.0
@@ -122,14 +121,8 @@ def _attempt(url: str, part: Path, timeout: float) -> None:
         total = offset + int(length) if length and length.isdigit() else None
 
         received = offset
-        with open(part, "ab" if resumed else "wb") as out, tqdm(
-            total=total,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"downloading {Path(part.name).stem}",
-            disable=None,
+        with open(part, "ab" if resumed else "wb") as out, Progress(
+            total, f"downloading {Path(part.name).stem}", "B", initial=offset
         ) as progress:
             while chunk := response.read(_CHUNK_BYTES):
                 try:

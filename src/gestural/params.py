@@ -12,9 +12,10 @@ New sections follow the pattern of :class:`DataParams`: a frozen dataclass with 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -27,9 +28,36 @@ PARAMS_FILE = "params.yaml"
 _MISSING = object()
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
+# Every top-level key of params.yaml: the seed's knobs, then the sections. A key not
+# listed here is a typo (`num_gesturez: 40` would otherwise be ignored silently);
+# extend this set when adding a knob or a section.
+KNOWN_TOP_LEVEL = frozenset({
+    "segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss",
+    "epochs", "seed", "device",
+    "train", "evaluate", "plot", "data", "synthetic",
+})
+
 
 class ParamsError(ValueError):
     """params.yaml is missing, is not valid YAML, or holds an invalid value."""
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_top_level(params: dict, known=KNOWN_TOP_LEVEL) -> None:
+    """Refuse a top-level key that no stage reads, naming the closest known one.
+
+    Raises
+    ------
+    ParamsError
+        ``params.yaml: unknown key 'num_gesturez' (did you mean 'num_gestures'?)``
+    """
+    for key in params:
+        if key not in known:
+            raise ParamsError(f"params.yaml: unknown key {str(key)!r}{_did_you_mean(key, known)}")
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
@@ -49,7 +77,8 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     Raises
     ------
     ParamsError
-        The file is missing, is not valid YAML, or is not a mapping.
+        The file is missing, is not valid YAML, is not a mapping, or has an
+        unknown top-level key (see :data:`KNOWN_TOP_LEVEL`).
     """
     path = Path(path)
     try:
@@ -67,6 +96,7 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (data:, ...), got {type(params).__name__}")
+    check_top_level(params)
     return params
 
 
@@ -153,14 +183,53 @@ class Section:
 
     def check_unknown(self) -> None:
         """Refuse keys no reader asked for (usually typos)."""
-        unknown = sorted(set(self.values) - self._read)
+        unknown = sorted(set(self.values) - self._read, key=str)
         if unknown:
+            hint = _did_you_mean(unknown[0], self._read) if len(unknown) == 1 else ""
             raise ParamsError(
-                f"params.yaml {self.name}: unknown key(s) {unknown}; known: {sorted(self._read)}"
+                f"params.yaml {self.name}: unknown key(s) {unknown}{hint}; known: {sorted(self._read)}"
             )
 
 
 SOURCES = ("synthetic", "url", "archive")
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """The ``data.extract:`` caps on what the archive may unpack to (checked before writing).
+
+    The defaults fit the CMU corpus with a wide margin: ~4409 utterances x (ema, wav,
+    lab) for 8 speakers is ~15k members and ~2-3 GB, the largest file a few hundred KB.
+    """
+
+    max_members: int = 100_000
+    max_total_mib: int = 10_000
+    max_member_mib: int = 64
+
+    @property
+    def max_total_bytes(self) -> int:
+        return self.max_total_mib * MIB
+
+    @property
+    def max_member_bytes(self) -> int:
+        return self.max_member_mib * MIB
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ExtractLimits":
+        """Validate ``data.extract`` of the whole parameter mapping ``params``."""
+        data = Section(params, "data")
+        values = data.get("extract")
+        if not isinstance(values, dict):
+            raise data.error("extract", "must be a mapping of max_members, max_total_mib, max_member_mib")
+        section = Section({"data.extract": values}, "data.extract")
+        limits = cls(
+            max_members=section.integer("max_members", minimum=1),
+            max_total_mib=section.integer("max_total_mib", minimum=1),
+            max_member_mib=section.integer("max_member_mib", minimum=1),
+        )
+        section.check_unknown()
+        return limits
 NAN_POLICIES = ("interpolate", "drop", "error")
 
 
@@ -187,6 +256,7 @@ class DataParams:
     max_nan_run: int
     skip_bad_files: bool
     percentiles: tuple[float, float]
+    extract: ExtractLimits = ExtractLimits()
 
     @classmethod
     def from_params(cls, params: dict) -> "DataParams":
@@ -231,6 +301,8 @@ class DataParams:
         if not low < high:
             raise section.error("percentiles", "low must be below high")
 
+        extract = ExtractLimits.from_params(params)
+        section.get("extract")  # read above; mark it known
         section.check_unknown()
         return cls(
             source=source,
@@ -244,6 +316,7 @@ class DataParams:
             max_nan_run=max_nan_run,
             skip_bad_files=skip_bad_files,
             percentiles=(low, high),
+            extract=extract,
         )
 
     @staticmethod
@@ -276,6 +349,10 @@ def synthetic_config(params: dict) -> "SyntheticConfig":
     from gestural.synthetic import SyntheticConfig
 
     section = Section(params, "synthetic")
+    # SyntheticConfig has defaults; a key left out of params.yaml must not silently take one.
+    for field in fields(SyntheticConfig):
+        if field.name not in section.values:
+            raise ParamsError(f"params.yaml synthetic.{field.name}: missing")
     try:
         return SyntheticConfig.from_params(dict(section.values))
     except (TypeError, ValueError) as error:
