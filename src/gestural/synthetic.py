@@ -1,7 +1,9 @@
 """A synthetic EMA corpus with planted gestures, laid out exactly like CMU's emadata.tgz.
 
 The real corpus cannot be downloaded from every machine, and even where it can it has no
-ground truth. This module plants a known factorisation,
+ground truth. Two generators share one archive writer (:func:`write_corpus`):
+``synthetic.kind: articulatory`` is continuous, coarticulated task-dynamics movement
+(:mod:`gestural.articulatory`); ``kind: events``, this module's own, plants a known factorisation,
 
     u[c, t] = baseline[c] + sum_k (W_k * H_k)[c, t] + noise,
 
@@ -11,10 +13,11 @@ per-speaker "raw" units (offset and scale), z-scores it per speaker as nema is, 
 corpus's blemishes are included: EMA files without a wav, wavs without EMA, NaN runs
 (short ones to interpolate, a few long ones to drop).
 
-The ground truth (kernels, every event's utterance, gesture, onset frame and amplitude) is
-saved beside the archive as an ``.npz`` for the evaluation. Kernels are stored in z-scored
-units (averaged over speakers), so that the normalisation stats map them into the model's
-space exactly like the data.
+The ground truth is saved beside the archive through :mod:`gestural.ground_truth`: for both
+kinds every gesture occurrence's activation interval; for events also the kernels and every
+event's utterance, gesture, onset frame and amplitude. Kernels are stored in z-scored units
+(averaged over speakers), so that the normalisation stats map them into the model's space
+exactly like the data.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ import tarfile
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from . import ema
+from . import articulatory, ema
+from .articulatory import ArticulatoryConfig
+from .ground_truth import save_ground_truth
 from .io import atomic_path
+
+KINDS = ("events", "articulatory")
 
 # Phone labels used for the lab files: one per planted gesture (cycled), as if each gesture
 # were the articulation of a phone.
@@ -41,6 +49,7 @@ _WORDS = ("pa", "ta", "ka", "sa", "la", "ra", "wa", "ya", "ma", "na", "fa", "ga"
 class SyntheticConfig:
     """Parameters of the generator (the ``synthetic:`` section of params.yaml)."""
 
+    kind: str = "events"  # events | articulatory
     speakers: list[str] = field(default_factory=lambda: ["fsyn0", "msyn0", "msyn1"])
     utterances_per_speaker: int = 100
     min_seconds: float = 1.0
@@ -58,6 +67,11 @@ class SyntheticConfig:
     short_nan_runs: int = 4  # NaN runs of a few frames (interpolated)
     long_nan_runs: int = 1  # NaN runs of a second or more (utterance dropped)
     seed: int = 0
+    articulatory: ArticulatoryConfig = field(default_factory=ArticulatoryConfig)  # kind: articulatory only
+
+    def __post_init__(self) -> None:
+        if isinstance(self.articulatory, Mapping):  # as read from params.yaml, or dataclasses.asdict
+            self.articulatory = ArticulatoryConfig.from_mapping(self.articulatory)
 
     @classmethod
     def from_params(cls, section: dict) -> "SyntheticConfig":
@@ -75,6 +89,8 @@ class SyntheticConfig:
             if not ok:
                 raise ValueError(f"params.yaml synthetic.{name}: {what} (got {getattr(self, name)!r})")
 
+        need(self.kind in KINDS, "kind", f"must be one of {' | '.join(KINDS)}")
+        need(isinstance(self.articulatory, ArticulatoryConfig), "articulatory", "must be a mapping of keys")
         need(len(self.speakers) >= 1 and len(set(self.speakers)) == len(self.speakers),
              "speakers", "must be a non-empty list of distinct names")
         need(self.utterances_per_speaker >= 2, "utterances_per_speaker", "must be >= 2")
@@ -96,9 +112,10 @@ class Utterance:
 
     utterance_id: str
     speaker: str
-    latent: np.ndarray  # (frames, 12) float64, planted model units, noise included
-    events: np.ndarray  # (n, 3): gesture, onset frame, amplitude
+    latent: np.ndarray  # (frames, 12) float64: planted model units (events) or mm (articulatory), noise included
+    events: np.ndarray | None  # (n, 3): gesture, onset frame, amplitude (events only)
     phones: list[tuple[float, str]]
+    words: str  # the prompt of txt.done.data
 
 
 def plant_kernels(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
@@ -187,7 +204,8 @@ def generate(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, list[Utte
             noise = rng.standard_normal(signal.shape) * np.sqrt(power / 10 ** (config.snr_db / 10))
             latent = (baseline[:, None] + signal + noise).T
             utterance_id = f"{speaker}_{i + 1:03d}"
-            utterances.append(Utterance(utterance_id, speaker, latent, events, _phones(events, frames, lead)))
+            words = " ".join(_WORDS[int(g) % len(_WORDS)] for g in events[:, 0]) or "ah"
+            utterances.append(Utterance(utterance_id, speaker, latent, events, _phones(events, frames, lead), words))
     return kernels, baseline, utterances
 
 
@@ -220,12 +238,61 @@ def _nema_text(values: np.ndarray) -> bytes:
 
 
 def write_corpus(config: SyntheticConfig, archive_path: str | Path, truth_path: str | Path) -> dict:
-    """Generate the corpus and write the archive and the ground-truth ``.npz`` atomically.
+    """Generate the corpus of ``config.kind`` and write the archive and the ground-truth ``.npz`` atomically.
 
     Returns a summary (counts of utterances, blemishes, frames).
     """
     config.validate()
+    if config.kind == "articulatory":
+        recordings = articulatory.generate(config.articulatory, config.speakers, config.utterances_per_speaker,
+                                           config.seed)
+        utterances = [Utterance(r.utterance_id, r.speaker, r.positions, None, r.phones, r.words) for r in recordings]
+        summary, _latent_std = _write_archive(config, utterances, archive_path, millimetres=True)
+        activations = np.concatenate([np.column_stack([np.full(len(r.activations), i), r.activations])
+                                      for i, r in enumerate(recordings)])
+        save_ground_truth(
+            truth_path, kind="articulatory", gesture_names=articulatory.GESTURE_NAMES,
+            gesture_phones=[g.phones for g in articulatory.INVENTORY],
+            utterance_ids=[u.utterance_id for u in utterances], activation_utterance=activations[:, 0],
+            activation_gesture=activations[:, 1], activation_start=activations[:, 2],
+            activation_stop=activations[:, 3], extra=articulatory.truth_arrays())
+        summary["planted_gestures"] = len(articulatory.INVENTORY)
+        summary["activations"] = len(activations)
+        return summary
+
     kernels, baseline, utterances = generate(config)
+    summary, latent_std = _write_archive(config, utterances, archive_path, millimetres=False)
+    # Kernels in z-scored units: divide by each speaker's latent std, averaged over speakers.
+    mean_latent_std = np.mean([latent_std[s] for s in config.speakers], axis=0)
+    event_rows = [(i, *event) for i, utt in enumerate(utterances) for event in utt.events]
+    events = np.array(event_rows, dtype=np.float64).reshape(-1, 4)
+    onset = events[:, 2].astype(np.int64)
+    save_ground_truth(
+        truth_path, kind="events", gesture_names=[f"kernel_{k}" for k in range(config.num_gestures)],
+        gesture_phones=[_PHONES[k % len(_PHONES)] for k in range(config.num_gestures)],
+        utterance_ids=[u.utterance_id for u in utterances], activation_utterance=events[:, 0],
+        activation_gesture=events[:, 1], activation_start=onset, activation_stop=onset + config.kernel_len,
+        extra=dict(
+            kernels_zscored=(kernels / mean_latent_std[None, :, None]).astype(np.float32),
+            kernels_latent=kernels.astype(np.float32),
+            baseline_latent=baseline.astype(np.float32),
+            event_utterance=events[:, 0].astype(np.int64),
+            event_gesture=events[:, 1].astype(np.int64),
+            event_onset=onset,
+            event_amplitude=events[:, 3].astype(np.float32),
+        ))
+    summary["planted_gestures"] = config.num_gestures
+    return summary
+
+
+def _write_archive(config: SyntheticConfig, utterances: list[Utterance], archive_path: str | Path,
+                   millimetres: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """Write ``emadata/cin_us_<speaker>/{nema,wav,lab,etc}`` and ``ema.stats`` with the real corpus's blemishes.
+
+    Each speaker's utterances get per-channel raw units (an offset and, unless they are
+    already ``millimetres``, a scale) and are z-scored per speaker, as nema files are.
+    Returns the summary and each speaker's latent standard deviation per channel.
+    """
     rng = np.random.default_rng([config.seed, 1])
     order = rng.permutation(len(utterances))
     # Pick distinct utterances for each blemish so the drop counts are exact.
@@ -249,6 +316,8 @@ def write_corpus(config: SyntheticConfig, archive_path: str | Path, truth_path: 
         members = [i for i, u in enumerate(utterances) if u.speaker == speaker]
         offset = rng.uniform(-40.0, 40.0, size=total_columns)
         scale = rng.uniform(5.0, 15.0, size=total_columns)
+        if millimetres:  # the articulatory model already speaks mm; keep the draw so the stream stays the same
+            scale[: ema.NUM_CHANNELS] = 1.0
         raws = {}
         for i in members:
             latent = utterances[i].latent
@@ -281,8 +350,7 @@ def write_corpus(config: SyntheticConfig, archive_path: str | Path, truth_path: 
                 text_lines = []
                 for i in members:
                     utt = utterances[i]
-                    words = " ".join(_WORDS[int(g) % len(_WORDS)] for g in utt.events[:, 0]) or "ah"
-                    text_lines.append(f'( {utt.utterance_id} "{words}." )\n')
+                    text_lines.append(f'( {utt.utterance_id} "{utt.words}." )\n')
                     if i not in no_ema:
                         _add(tar, f"{root}/nema/{utt.utterance_id}.ema", _nema_text(records[i]))
                     if i not in no_wav:
@@ -292,31 +360,15 @@ def write_corpus(config: SyntheticConfig, archive_path: str | Path, truth_path: 
                     _add(tar, f"{root}/lab/{utt.utterance_id}.lab", lab.encode())
                 _add(tar, f"{root}/etc/txt.done.data", "".join(text_lines).encode())
 
-    # Kernels in z-scored units: divide by each speaker's latent std, averaged over speakers.
-    mean_latent_std = np.mean([latent_std[s] for s in config.speakers], axis=0)
-    event_rows = [(i, *event) for i, utt in enumerate(utterances) for event in utt.events]
-    events = np.array(event_rows, dtype=np.float64).reshape(-1, 4)
-    with atomic_path(truth_path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                kernels_zscored=(kernels / mean_latent_std[None, :, None]).astype(np.float32),
-                kernels_latent=kernels.astype(np.float32),
-                baseline_latent=baseline.astype(np.float32),
-                utterance_ids=np.array([u.utterance_id for u in utterances]),
-                event_utterance=events[:, 0].astype(np.int64),
-                event_gesture=events[:, 1].astype(np.int64),
-                event_onset=events[:, 2].astype(np.int64),
-                event_amplitude=events[:, 3].astype(np.float32),
-            )
     frames = sum(u.latent.shape[0] for u in utterances)
-    return {
+    summary = {
+        "kind": config.kind,
         "speakers": len(config.speakers),
         "utterances": len(utterances),
         "frames": int(frames),
-        "planted_gestures": config.num_gestures,
         "ema_without_wav": len(no_wav),
         "wav_without_ema": len(no_ema),
         "long_nan_runs": len(long_nan),
         "short_nan_runs": len(short_nan),
     }
+    return summary, latent_std
