@@ -1,4 +1,6 @@
-"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.figures`).
+"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.figures`),
+and the gesture kernels as a table, ``plots/tables/gesture_kernels.csv`` (in mm per speaker where
+the corpus has ``ema.stats``; see :func:`gestural.export.kernel_rows`).
 
 Reads ``models/model.pt``, ``models/gestures.npy``, ``plots/train/learning_curve.csv``, the
 evaluate stage's ``evaluation/`` and ``plots/eval/per_channel_correlation.csv``, and the
@@ -10,22 +12,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.figures import FigureInputError, FigureInputs, PlotParams, make_figures
-from gestural.params import ParamsError, load_params
+from gestural.export import export_kernel_table
+from gestural.figures import FigureInputs, PlotParams, make_figures
+from gestural.params import load_params
+from gestural.stage import run_stage
 
 OUT_DIR = Path("plots/figures")
+KERNEL_TABLE = Path("plots/tables/gesture_kernels.csv")
 
 
 def main() -> int:
-    try:
-        params = PlotParams.from_params(load_params())
-        paths = make_figures(OUT_DIR, FigureInputs(), params)
-    except (ParamsError, FigureInputError) as error:
-        print(f"plot: {error}", file=sys.stderr)
-        return 1
+    params = PlotParams.from_params(load_params())
+    paths = make_figures(OUT_DIR, FigureInputs(), params)
     print(f"plot: {len(paths)} figures -> {OUT_DIR}/ ({', '.join(p.name for p in paths)})")
+    rows = export_kernel_table(KERNEL_TABLE, FigureInputs().gestures, Path(FigureInputs().normalized) / "stats.json")
+    print(f"plot: gesture kernels ({rows} rows) -> {KERNEL_TABLE}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("plot", main))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gestural import cli, ema
+from gestural import cli, ema, export
 from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, Factorizer, FactorizeError, find_lab
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.training import TrainConfig, save_model
@@ -63,10 +63,11 @@ def test_factorize_one_file_writes_every_output(tmp_path, model_path, capsys, es
     code, out, err = run(capsys, "--model", model_path, "--ema", path, "--out", tmp_path / "out", "--dpi", 40)
     assert code == 0, err
     directory = tmp_path / "out" / "utt_001"
-    assert sorted(p.name for p in directory.iterdir()) == sorted(OUTPUT_FILES + FIGURE_FILES)
+    assert sorted(p.name for p in directory.iterdir()) == sorted(OUTPUT_FILES + FIGURE_FILES + ("utt_001.TextGrid",))
     assert "utt_001" in out and "Traceback" not in err
 
-    scores = np.load(directory / "scores.npy")
+    scores, times, frame_rate = export.read_scores(directory / "scores.npz")
+    assert frame_rate == 200.0 and times.shape == (FRAMES,) and times[1] == pytest.approx(0.005)
     reconstruction = np.load(directory / "reconstruction.npy")
     assert scores.shape == (3, FRAMES) and scores.dtype == np.float32 and (scores >= 0).all()
     assert reconstruction.shape == (12, FRAMES) and reconstruction.dtype == np.float32
@@ -174,7 +175,7 @@ def test_rerun_replaces_the_output_whole(tmp_path, model_path, capsys):
     stale.write_text("old")
     code, _, _ = run(capsys, "--model", model_path, "--ema", path, "--out", tmp_path / "out", "--no-figures")
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "out" / "u").iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in (tmp_path / "out" / "u").iterdir()) == sorted(OUTPUT_FILES + ("u.TextGrid",))
 
 
 def test_find_lab_looks_beside_the_nema_directory(tmp_path):
@@ -192,4 +193,53 @@ def test_python_dash_m_runs_the_command_line(tmp_path, model_path):
                              str(path), "--out", str(tmp_path / "out"), "--no-figures", "--device", "cpu"],
                             capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out" / "u" / "scores.npy").is_file()
+    assert (tmp_path / "out" / "u" / "scores.npz").is_file()
+
+
+def test_textgrid_and_events_describe_the_same_events_with_the_phones(tmp_path, model_path, capsys):
+    path = corpus_file(tmp_path, "u", z_values(frames=200))
+    code, _, err = run(capsys, "--model", model_path, "--ema", path, "--out", tmp_path / "out", "--no-figures")
+    assert code == 0, err
+    directory = tmp_path / "out" / "u"
+    metrics = json.loads((directory / "metrics.json").read_text())
+    in_use = metrics["gestures_in_use"]
+    assert in_use, "the test model should use some gesture"
+    events = export.read_events(directory / "events.csv")
+    assert len(events) == metrics["events"] > 0
+    grid = export.read_textgrid(directory / "u.TextGrid")
+    # Phones first (from ../lab/u.lab: "sil" to 0.1 s, then "a"), then the gestures in use, most used first.
+    assert grid.tierNames == ("phones", *(f"g{k}" for k in in_use))
+    assert [e.label for e in grid.getTier("phones").entries] == ["sil", "a"]
+    assert grid.maxTimestamp == pytest.approx(1.0)
+    from_grid = sorted((int(tier[1:]), round(e.start, 6), round(e.end, 6))
+                       for tier in grid.tierNames[1:] for e in grid.getTier(tier).entries)
+    from_csv = sorted((r["gesture"], round(r["onset_s"], 6), round(r["offset_s"], 6)) for r in events)
+    assert from_grid == from_csv
+    assert all(r["phone"] == ("sil" if r["onset_s"] < 0.1 else "a") for r in events)
+    # An event covers at least one kernel length (4 frames = 20 ms) unless the utterance ends.
+    assert all(r["offset_s"] - r["onset_s"] >= 0.02 - 1e-9 or r["offset_s"] == pytest.approx(1.0) for r in events)
+
+
+def test_a_fifo_is_refused_with_one_line_instead_of_blocking(tmp_path, model_path):
+    fifo = tmp_path / "live.ema"
+    os.mkfifo(fifo)
+    # In a subprocess with a timeout: a regression would block forever on open().
+    result = subprocess.run([sys.executable, "-m", "gestural", "factorize", "--model", str(model_path), "--ema",
+                             str(fifo), "--out", str(tmp_path / "out"), "--device", "cpu"],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"gestural factorize: error: {fifo}: is a named pipe (FIFO), "
+                                                  "not a regular EMA file"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_factorize_file_refuses_a_fifo_and_a_device(tmp_path, model_path):
+    from gestural.factorize import factorize_file
+
+    factorizer = Factorizer.load(model_path, "cpu")
+    fifo = tmp_path / "pipe.ema"
+    os.mkfifo(fifo)
+    with pytest.raises(FactorizeError, match="named pipe"):
+        factorize_file(factorizer, fifo, tmp_path / "out", figures=False)
+    with pytest.raises(FactorizeError, match="character device"):
+        factorize_file(factorizer, "/dev/zero", tmp_path / "out", figures=False)

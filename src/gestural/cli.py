@@ -31,8 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     factorize = commands.add_parser(
         "factorize", help="factorise EMA utterances with a trained model",
         description="Factorise one EMA file (nema or EST Track, z-scored as in the corpus) or every *.ema file "
-                    "of a directory into gestural scores. Writes <out>/<utterance id>/ with scores.npy (K, T), "
-                    "reconstruction.npy (12, T, normalised units), metrics.json, kinematics.png, gestures.png "
+                    "of a directory into gestural scores. Writes <out>/<utterance id>/ with scores.npz (scores "
+                    "(K, T), times_s, frame_rate), reconstruction.npy (12, T, normalised units), metrics.json, "
+                    "<utterance id>.TextGrid (phones and one tier per gesture in use, for Praat), events.csv "
+                    "(one row per gesture event, with the phone under its onset), kinematics.png, gestures.png "
                     "and scores.png.")
     factorize.add_argument("--model", required=True, type=Path, help="trained model (models/model.pt)")
     factorize.add_argument("--ema", required=True, type=Path, help="an EMA file, or a directory of *.ema files")
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     factorize.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:<i> (default auto)")
     factorize.add_argument("--max-nan-run", type=int, default=20, metavar="FRAMES",
                            help="longest run of missing frames to interpolate (default 20 = 100 ms)")
+    factorize.add_argument("--event-height", type=float, default=0.1, metavar="FRACTION",
+                           help="scores below this fraction of their gesture's largest in the utterance start no "
+                                "event in the TextGrid and events.csv (default 0.1)")
     factorize.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     factorize.add_argument("--dpi", type=int, default=110, help="resolution of the figures (default 110)")
     factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")
@@ -99,6 +104,9 @@ def _factorize(args) -> int:
     if args.dpi < 30 or args.max_gestures < 1:
         _error("--dpi must be >= 30 and --max-gestures >= 1")
         return EXIT_ERROR
+    if not 0 < args.event_height <= 1:
+        _error(f"--event-height must be in (0, 1] (got {args.event_height})")
+        return EXIT_ERROR
     try:
         files = list_inputs(args.ema)
         if args.lab is not None and (args.ema.is_dir() or not args.lab.is_file()):
@@ -118,7 +126,8 @@ def _factorize(args) -> int:
     for path in bar:
         try:
             result = factorize_file(factorizer, path, args.out, lab_path=args.lab, figures=args.figures,
-                                    dpi=args.dpi, max_gestures=args.max_gestures, warn=warn)
+                                    dpi=args.dpi, max_gestures=args.max_gestures,
+                                    event_height=args.event_height, warn=warn)
         except (EmaFormatError, FactorizeError) as error:
             reason = str(error)
         except OSError as error:  # unreadable input, or an output that cannot be written

@@ -7,23 +7,30 @@ training frames, clipped to [0, 1]), and the model, in evaluation mode (the post
 mean for a VAE), gives the gestural scores and the reconstruction. The results go into
 ``<out>/<utterance id>/``, built in a temporary directory and swapped in whole:
 
-- ``scores.npy``: (K, T) float32 gestural scores;
-- ``reconstruction.npy``: (12, T) float32, normalised units;
-- ``metrics.json``: reconstruction metrics, sparsity, gestures in use, frames;
+- ``scores.npz``: ``scores`` (K, T) float32 gestural scores, ``times_s`` (T,) the start of
+  each frame in seconds, ``frame_rate`` (200);
+- ``reconstruction.npy``: (12, T) float32, normalised units, on the same frames;
+- ``metrics.json``: reconstruction metrics, sparsity, gestures in use, frames, frame rate;
+- ``<utterance id>.TextGrid``: the phones (when a lab file is found) and one interval tier
+  per gesture in use, for Praat (opens beside ``<utterance id>.wav``: same time axis);
+- ``events.csv``: one row per gesture event with the phone under its onset;
 - ``kinematics.png``, ``gestures.png``, ``scores.png`` (unless figures are turned off).
+
+The TextGrid, events and scores formats are :mod:`gestural.export`'s.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import plots
+from . import export, plots
 from .corpus import fill_nan_runs
 from .ema import CHANNELS, FRAME_RATE, NUM_CHANNELS, EmaFormatError, read_ema, read_lab
 from .io import atomic_dir, json_safe, save_npy, write_json
@@ -31,7 +38,8 @@ from .metrics import reconstruction_metrics, score_sparsity
 from .model import GesturalAutoEncoder
 from .normalize import scale_to_unit
 
-OUTPUT_FILES: tuple[str, ...] = ("scores.npy", "reconstruction.npy", "metrics.json")
+OUTPUT_FILES: tuple[str, ...] = ("scores.npz", "reconstruction.npy", "metrics.json", "events.csv")
+TEXTGRID_SUFFIX = ".TextGrid"  # <utterance id>.TextGrid: named like the utterance's wav, as Praat users pair them
 FIGURE_FILES: tuple[str, ...] = ("kinematics.png", "gestures.png", "scores.png")
 DEFAULT_MAX_NAN_RUN = 20  # frames (100 ms), as data.max_nan_run
 
@@ -161,6 +169,27 @@ class UtteranceResult:
     metrics: dict
 
 
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Refuse a path that is not a regular file: opening a FIFO would block until a writer
+    comes, a device would be read forever.
+
+    Raises
+    ------
+    FactorizeError
+        ``path`` is a FIFO, a device, a socket or a directory.
+    """
+    try:
+        mode = os.stat(path).st_mode  # stat does not open, so it never blocks on a FIFO
+    except FileNotFoundError:
+        raise FactorizeError(f"{path}: no such file or directory") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    raise FactorizeError(f"{path}: is {kind}, not a regular EMA file")
+
+
 def find_lab(ema_path: str | os.PathLike) -> Path | None:
     """The phone labels of an utterance, if the corpus layout has them.
 
@@ -210,7 +239,8 @@ def _figures(directory: Path, utterance_id: str, x, reconstruction, scores, kern
 
 def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root: str | os.PathLike, *,
                    lab_path: str | os.PathLike | None = None, figures: bool = True, dpi: int = 110,
-                   max_gestures: int = 16, warn=print) -> UtteranceResult:
+                   max_gestures: int = 16, event_height: float = export.DEFAULT_RELATIVE_HEIGHT,
+                   warn=print) -> UtteranceResult:
     """Factorise one EMA file into ``<out_root>/<file stem>/`` (replaced whole, atomically).
 
     Parameters
@@ -220,11 +250,15 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
         nema (ASCII) or EST Track file of z-scored EMA, 200 frames per second.
     out_root : path-like
     lab_path : path-like, optional
-        Phone labels for ``scores.png``; default :func:`find_lab`. A given file that cannot
-        be read is an error; a found one only a warning.
+        Phone labels for the TextGrid, ``events.csv`` and ``scores.png``; default
+        :func:`find_lab`. A given file that cannot be read is an error; a found one only a
+        warning.
     figures : bool, default True
     dpi, max_gestures : int
         For the figures.
+    event_height : float in (0, 1]
+        Scores below this fraction of their gesture's largest in the utterance start no
+        event (see :func:`gestural.export.score_events`).
     warn : callable
         Receives warnings (one line each).
 
@@ -237,35 +271,45 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
     EmaFormatError
         The EMA file (or the given lab file) is malformed.
     FactorizeError
-        Missing samples that cannot be interpolated.
+        Not a regular file (a FIFO, a device), or missing samples that cannot be interpolated.
     OSError
         A file cannot be read or the output written.
     """
     ema_path = Path(ema_path)
     utterance_id = ema_path.stem
+    if not 0 < event_height <= 1:
+        raise FactorizeError(f"--event-height must be in (0, 1] (got {event_height})")
+    require_regular_file(ema_path)
+    if lab_path is not None:
+        require_regular_file(lab_path)
     x, notes = factorizer.prepare(read_ema(ema_path), ema_path)
 
     phones, lab_used = None, None
     if lab_path is not None:
         phones, lab_used = read_lab(lab_path), Path(lab_path)
-    elif figures:
+    else:
         found = find_lab(ema_path)
         if found is not None:
             try:
                 phones, lab_used = read_lab(found), found
             except (OSError, EmaFormatError) as error:
-                warn(f"warning: {error}; scores.png drawn without phone labels")
+                warn(f"warning: {error}; outputs without phone labels")
 
     scores, reconstruction = factorizer(x)
     kernels = factorizer.gesture_kernels
     numbers = utterance_metrics(x, reconstruction, scores, kernels)
+    in_use = numbers["gestures_in_use"]
+    events = export.score_events(scores, kernels.shape[-1], relative_height=event_height, gestures=in_use)
     metrics = {
         "utterance_id": utterance_id,
         "source": os.fspath(ema_path),
         "lab": None if lab_used is None else os.fspath(lab_used),
         "model": factorizer.model_path,
         "frames": int(x.shape[1]),
+        "frame_rate": FRAME_RATE,
         "seconds": x.shape[1] / FRAME_RATE,
+        "events": len(events),
+        "event_height": event_height,
         "num_gestures": int(kernels.shape[0]),
         "missing_samples": notes["missing"] or None,
         "clipped_fraction": notes["clipped_fraction"],
@@ -277,9 +321,12 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
 
     out_dir = Path(out_root) / utterance_id
     with atomic_dir(out_dir) as tmp:
-        save_npy(tmp / "scores.npy", scores.astype(np.float32))
+        export.write_scores(tmp / "scores.npz", scores, frame_rate=FRAME_RATE)
         save_npy(tmp / "reconstruction.npy", reconstruction.astype(np.float32))
         write_json(tmp / "metrics.json", metrics)
+        export.write_events(tmp / "events.csv", export.event_rows(utterance_id, events, phones))
+        export.write_textgrid(tmp / f"{utterance_id}{TEXTGRID_SUFFIX}",
+                              export.build_textgrid(events, x.shape[1], phones=phones, gestures=in_use))
         if figures:
             _figures(tmp, utterance_id, x, reconstruction, scores, kernels, metrics["gestures_in_use"], phones,
                      dpi=dpi, max_gestures=max_gestures)
@@ -292,7 +339,8 @@ def list_inputs(path: str | os.PathLike) -> list[Path]:
     Raises
     ------
     FactorizeError
-        ``path`` does not exist, or a directory holds no ``*.ema`` file.
+        ``path`` does not exist or is not a regular file (a FIFO, a device), or a
+        directory holds no ``*.ema`` file.
     """
     path = Path(path)
     if path.is_dir():
@@ -300,6 +348,5 @@ def list_inputs(path: str | os.PathLike) -> list[Path]:
         if not files:
             raise FactorizeError(f"{path}: no *.ema files in this directory")
         return files
-    if not path.exists():
-        raise FactorizeError(f"{path}: no such file or directory")
+    require_regular_file(path)
     return [path]

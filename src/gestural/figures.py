@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .associations import ASSOCIATION_FILE, load_associations
 from .dataset import CorpusFileError, read_index
-from .ema import CHANNELS, EmaFormatError, read_ema_stats, read_lab
+from .ema import CHANNELS, EmaFormatError, read_ema_stats
+from .export import ExportError, row_phones
 from .io import atomic_dir
 
 FIGURES: tuple[str, ...] = (
@@ -30,6 +32,7 @@ FIGURES: tuple[str, ...] = (
     "scores.png",
     "planted_vs_learned.png",
     "neural_vs_classical.png",
+    "gesture_phone_association.png",
 )
 
 
@@ -177,16 +180,18 @@ def _index_rows(normalized: Path) -> dict[str, dict]:
         return {}
 
 
-def _phones(row: dict | None, extracted: Path) -> list[tuple[float, str]] | None:
-    """The example's phone segmentation, or None (with a note) when there is none."""
-    if not row or not row.get("lab"):
-        return None
-    path = extracted / row["lab"]
+def _association_figure(evaluation: Path, max_gestures: int):
+    """The evaluate stage's gesture-phone table as a heat map (a note when it is absent)."""
+    path = evaluation / ASSOCIATION_FILE
+    title = "Gesture-phone association"
+    if not path.is_file():
+        return plots.message_figure(f"{path} is missing: run `dvc repro evaluate`.", title=title)
     try:
-        return read_lab(path)
-    except (OSError, EmaFormatError) as error:
-        print(f"plot: phone labels unavailable ({error})")
-        return None
+        table = load_associations(path)
+    except ExportError as error:
+        raise FigureInputError(f"{error}; run `dvc repro evaluate`") from None
+    return plots.gesture_phone_association_figure(table.auc, table.gestures, table.phones, table.phone_frames,
+                                                  max_gestures=max(max_gestures, 60))
 
 
 def _unit_stats(normalization: dict, speaker: str | None, extracted: Path) -> dict:
@@ -274,7 +279,7 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
 
     example = examples[min(params.example, len(examples) - 1)] if examples else None
     row = _index_rows(Path(inputs.normalized)).get(example["id"]) if example else None
-    phones = _phones(row, Path(inputs.extracted))
+    phones = row_phones(row, Path(inputs.extracted))
     speaker = row.get("speaker") if row else None
     neural_scores = [e["neural_scores"] for e in examples if "neural_scores" in e]
     usage = np.stack([s.sum(axis=1) for s in neural_scores], axis=1) if neural_scores else None
@@ -306,6 +311,8 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
                 planted, kernels, neural_pairs, max_rows=params.max_gestures,
                 classical=classical.get("gesture_kernels") if classical_pairs is not None else None,
                 classical_assignment=classical_pairs)
+        if name == "gesture_phone_association.png":
+            return _association_figure(evaluation, params.max_gestures)
         if example is None:
             return plots.message_figure(no_example)
         label = f"held-out utterance {example['id']}"

@@ -47,6 +47,7 @@ __all__ = [
     "channel_correlation_figure",
     "planted_vs_learned_figure",
     "neural_vs_classical_figure",
+    "gesture_phone_association_figure",
     "message_figure",
     "save_figure",
 ]
@@ -834,4 +835,111 @@ def channel_correlation_figure(neural, classical=None, *, title: str | None = No
     ax.grid(axis="y", alpha=0.3)
     figure.legend(loc="outside upper right", ncols=len(series), fontsize=8, frameon=False)
     figure.suptitle(title or "Per-channel reconstruction correlation (held-out utterances)", x=0.02, ha="left")
+    return figure
+
+
+# ---------------------------------------------------------------- gesture-phone association
+
+
+def gesture_phone_association_figure(auc, gestures, phones: Sequence[str], phone_frames=None, *,
+                                     min_phone_frames: int = 20, max_gestures: int = 60,
+                                     frame_rate: float = FRAME_RATE, title: str | None = None) -> Figure:
+    """Heat map of how strongly each gesture's activity goes with each phone (ROC-AUC).
+
+    Phones (columns) are grouped by place of articulation, front of the mouth to back, then
+    vowels and silence (:func:`gestural.associations.order_phones`); each gesture (row) sits
+    under its best phone, strongest first (:func:`gestural.associations.order_gestures`), so
+    that a gesture specific to one phone class makes a diagonal block. A dot marks each row's
+    best phone. Below, how much held-out speech each phone has: AUCs of rare phones are noisy.
+
+    Parameters
+    ----------
+    auc : array, (G, P)
+        ROC-AUC of gesture activity against each phone (0.5 = no association); NaN allowed.
+    gestures : array of int, (G,)
+        Gesture indices of the rows.
+    phones : sequence of str, (P,)
+    phone_frames : array of int, (P,), optional
+        Frames of each phone; phones with fewer than ``min_phone_frames`` are left out.
+    max_gestures : int
+        At most this many rows: those with the highest best AUC.
+    frame_rate : float
+        To show the phone totals in seconds.
+    title : str, optional
+    """
+    from .associations import order_gestures, order_phones
+
+    auc = _array(auc, "auc", 2)
+    gestures = np.asarray(gestures, dtype=np.int64).reshape(-1)
+    phones = [str(p) for p in phones]
+    if auc.shape != (len(gestures), len(phones)):
+        raise ValueError(f"auc: expected shape ({len(gestures)}, {len(phones)}), got {auc.shape}")
+    title = title or "Gesture-phone association (ROC-AUC of gesture activity, held-out frames)"
+    counts = None if phone_frames is None else np.asarray(phone_frames, dtype=np.float64).reshape(-1)
+    if counts is not None and counts.shape != (len(phones),):
+        raise ValueError(f"phone_frames: expected {len(phones)} values, got shape {counts.shape}")
+    keep = np.arange(len(phones)) if counts is None else np.flatnonzero(counts >= min_phone_frames)
+    if not len(gestures) or not keep.size:
+        return message_figure("No gesture-phone association to draw: the held-out utterances have no phone "
+                              "labels (lab files), or no gesture is in use.", title=title)
+    notes = ["dot: each gesture's best phone"]
+    if keep.size < len(phones):
+        dropped = len(phones) - keep.size
+        notes.append(f"{dropped} phone{'s' * (dropped > 1)} with < {min_phone_frames} frames left out")
+    auc, phones = auc[:, keep], [phones[i] for i in keep]
+    counts = None if counts is None else counts[keep]
+    best_auc = np.where(np.isfinite(auc).any(axis=1), np.nanmax(np.where(np.isfinite(auc), auc, -np.inf), axis=1),
+                        -np.inf)
+    if len(gestures) > max_gestures:
+        notes.append(f"the {max_gestures} of {len(gestures)} gestures with the strongest association shown")
+        strongest = np.sort(np.argsort(-best_auc, kind="stable")[:max_gestures])
+        auc, gestures = auc[strongest], gestures[strongest]
+    columns, groups = order_phones(phones)
+    rows = order_gestures(auc, columns)
+    grid = auc[np.ix_(rows, columns)]
+
+    width = min(22.0, max(6.5, 0.3 * len(columns) + 2.8))
+    height = min(16.0, max(4.0, 0.17 * len(rows) + 2.6 + (0.9 if counts is not None else 0.0)))
+    figure = _new_figure(width, height)
+    if counts is not None:
+        ax, ax_counts = figure.subplots(2, 1, sharex=True, height_ratios=[max(3.0, 0.17 * len(rows)), 0.9])
+    else:
+        ax, ax_counts = figure.subplots(), None
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")  # NaN: grey
+    # Centred on 0.5 (white), spread to the largest deviation (at least 0.1): phone-level AUCs of
+    # gestures shorter than their phones stay well below 1, and a 0-1 scale would wash them out.
+    spread = float(np.nanmax(np.abs(grid - 0.5))) if np.isfinite(grid).any() else 0.5
+    spread = min(0.5, max(0.1, math.ceil(spread * 20) / 20))
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0.5 - spread, vmax=0.5 + spread)
+    finite_rows = np.isfinite(grid).any(axis=1)
+    best = np.nanargmax(np.where(np.isfinite(grid), grid, -np.inf), axis=1)
+    ax.scatter(best[finite_rows], np.flatnonzero(finite_rows), s=9, color="black", zorder=3, label="best phone")
+    ax.set_yticks(np.arange(len(rows)))
+    ax.set_yticklabels([f"g{gestures[r]}" for r in rows], fontsize=7 if len(rows) > 25 else 8)
+    ax.set_ylabel("gesture")
+    # Group names on top, separators between groups.
+    bounds = [i for i in range(1, len(groups)) if groups[i] != groups[i - 1]]
+    for axis in (ax, ax_counts) if ax_counts is not None else (ax,):
+        for b in bounds:
+            axis.axvline(b - 0.5, color="0.2", lw=0.8)
+    starts = [0] + bounds
+    ends = bounds + [len(groups)]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends)])
+    top.set_xticklabels([groups[a] for a in starts], fontsize=8, rotation=30, ha="left")
+    top.tick_params(length=0)
+    bottom = ax_counts if ax_counts is not None else ax
+    bottom.set_xticks(np.arange(len(columns)))
+    bottom.set_xticklabels([phones[c] for c in columns], fontsize=8)
+    bottom.set_xlabel("phone")
+    if ax_counts is not None:
+        ax.tick_params(axis="x", labelbottom=False)
+        ax_counts.bar(np.arange(len(columns)), counts[columns] / frame_rate, color="0.55", width=0.8)
+        ax_counts.set_ylabel("s", fontsize=8)
+        ax_counts.set_title("held-out speech per phone", loc="left", fontsize=8)
+        ax_counts.tick_params(axis="y", labelsize=7)
+        ax_counts.grid(axis="y", alpha=0.3)
+    figure.colorbar(image, ax=[ax] if ax_counts is None else [ax, ax_counts], shrink=0.8, pad=0.01,
+                    label="ROC-AUC (0.5 = no association)")
+    figure.suptitle(f"{title}\n({'; '.join(notes)})", x=0.02, ha="left", fontsize=10)
     return figure
