@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gestural.cnmf import ConvNMF
+from gestural.evaluation import BaselineParams, classical_factorisation, fit_classical
 from gestural.metrics import convolve_scores, kernel_recovery, reconstruction_metrics
 
 C, L, P = 12, 8, 3
@@ -47,6 +48,39 @@ def planted_problem(frames: int, seed: int = 0, noise: float = 0.005):
     return kernels, baseline, utterances, draw
 
 
+def continuous_problem(lengths, seed: int = 0, gestures: int = 4, noise: float = 0.01):
+    """Continuous movement: smooth kernels moving half the channels each, and activations
+    that are never zero (smoothed exponential noise), so every frame is several gestures
+    overlapping on top of a baseline, like articulatory data rather than isolated events.
+
+    Returns the planted kernels (gestures, C, L), the utterances (C, T) and ``draw``.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(L)
+    kernels = np.zeros((gestures, C, L))
+    for p in range(gestures):
+        for c in rng.choice(C, C // 2, replace=False):
+            centre, width = rng.uniform(1.5, L - 2.5), rng.uniform(1.0, 2.5)
+            kernels[p, c] = rng.uniform(0.3, 1.0) * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    kernels /= np.linalg.norm(kernels.reshape(gestures, -1), axis=1)[:, None, None]
+    baseline = rng.uniform(0.2, 0.4, C)
+    smooth = np.exp(-0.5 * (np.arange(-9, 10) / 3.0) ** 2)
+
+    def draw(length: int) -> np.ndarray:
+        raw = rng.exponential(1.0, (gestures, length + len(smooth) - 1))
+        scores = 0.15 * np.stack([np.convolve(r, smooth, "valid") for r in raw])
+        x = convolve_scores(scores, kernels, baseline).numpy()
+        return np.clip(x + noise * rng.standard_normal(x.shape), 0.0, None).astype(np.float32)
+
+    return kernels, [draw(n) for n in lengths], draw
+
+
+def held_out_variance_explained(model: ConvNMF, utterances) -> float:
+    scores = model.transform(utterances)
+    reconstruction = torch.cat([convolve_scores(s, model.gesture_kernels_, model.baseline_) for s in scores], dim=1)
+    return reconstruction_metrics(np.concatenate(utterances, axis=1), reconstruction)["variance_explained"]
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [
@@ -56,6 +90,9 @@ def planted_problem(frames: int, seed: int = 0, noise: float = 0.005):
         ({"num_gestures": 3, "win_size": 5, "lambda_l1_kernels": -0.1}, "lambda_l1_kernels"),
         ({"num_gestures": 3, "win_size": 5, "lambda_xortho": float("nan")}, "lambda_xortho"),
         ({"num_gestures": 3, "win_size": 5, "max_iter": 0}, "max_iter"),
+        ({"num_gestures": 3, "win_size": 5, "tol": -1e-4}, "tol"),
+        ({"num_gestures": 3, "win_size": 5, "transform_max_iter": 0}, "transform_max_iter"),
+        ({"num_gestures": 3, "win_size": 5, "transform_tol": float("inf")}, "transform_tol"),
     ],
 )
 def test_bad_parameters_are_named(kwargs, name):
@@ -84,35 +121,92 @@ def test_bad_utterances_are_rejected_clearly():
         model.transform([good[:11]])
 
 
+def test_fit_explains_continuous_overlapping_movement_and_stops_on_its_own():
+    _, utterances, draw = continuous_problem([700, 900, 1100], seed=0)
+    model = ConvNMF(4, L, max_iter=2000, tol=1e-4, seed=0).fit(utterances)
+    assert model.converged_ and 30 <= model.n_iter_ < 2000
+    assert len(model.cost_history_) == model.n_iter_
+    assert model.transform_max_iter == 2000 and model.transform_tol == 1e-4
+    assert held_out_variance_explained(model, [draw(500), draw(800)]) >= 0.9
+    assert model.transform_converged_ and model.transform_n_iter_ >= 20
+
+
+def test_pipeline_xortho_does_not_empty_the_scores_at_many_gestures():
+    # Regression: seqNMF's unscaled x-ortho on data sitting on an offset drove every score
+    # to zero within ~10 iterations at K >= 40, leaving the baseline to explain the mean.
+    _, utterances, draw = continuous_problem([600, 800], seed=1)
+    defaults = BaselineParams()
+    model = ConvNMF(40, L, max_iter=defaults.max_iter, tol=defaults.tol, lambda_xortho=defaults.lambda_xortho,
+                    seed=0).fit(utterances)
+    assert model.n_iter_ >= 30
+    assert held_out_variance_explained(model, [draw(600)]) >= 0.85
+
+
+def test_stopping_rule_waits_for_a_window_of_small_decreases():
+    _, utterances, _ = continuous_problem([800], seed=2)
+    tol = 1e-3
+    model = ConvNMF(4, L, max_iter=5000, tol=tol, seed=1).fit(utterances)
+    cost = model.cost_history_
+    assert model.converged_ and 20 <= model.n_iter_ < 5000
+    x = np.concatenate(utterances, axis=1).astype(np.float64)
+    spread = 0.5 * ((x - x.mean(axis=1, keepdims=True)) ** 2).sum()  # the cost of a constant fit
+    assert (cost[-11] - cost[-1]) / 10 <= tol * spread < (cost[-12] - cost[-2]) / 10
+    capped = ConvNMF(4, L, max_iter=25, tol=tol, seed=1).fit(utterances)
+    assert capped.n_iter_ == 25 and not capped.converged_
+
+
 def test_cost_never_increases_without_penalties():
-    _, _, utterances, _ = planted_problem(3000, seed=1)
-    model = ConvNMF(4, L, max_iter=150, tol=0.0, seed=3).fit(utterances)
+    _, utterances, _ = continuous_problem([1000, 1000], seed=3)
+    model = ConvNMF(6, L, max_iter=150, tol=0.0, seed=3).fit(utterances)
     cost = np.array(model.cost_history_)
-    assert model.n_iter_ == len(cost) == 150
+    assert model.n_iter_ == len(cost) == 150 and not model.converged_
     # float32 arithmetic: allow rounding-level wobble only
     assert np.all(np.diff(cost) <= 1e-6 * cost[:-1])
-    assert cost[-1] < 0.5 * cost[0]
-    transformed = model.transform(utterances[:1], max_iter=50)
+    assert cost[-1] < 0.1 * cost[0]
+    transformed = model.transform(utterances[:1], max_iter=50, tol=0.0)
     t_cost = np.array(model.transform_cost_history_)
-    assert len(transformed) == 1 and transformed[0].shape == (4, 1000)
+    assert len(transformed) == 1 and transformed[0].shape == (6, 1000)
+    assert model.transform_n_iter_ == len(t_cost) == 50
     assert np.all(np.diff(t_cost) <= 1e-6 * t_cost[:-1])
 
 
-def test_same_seed_same_result_and_tol_stops_early():
+def test_three_hundred_gestures_on_little_data_converge():
+    _, utterances, _ = continuous_problem([300, 400], seed=4)
+    model = ConvNMF(300, L, max_iter=1000, tol=1e-4, lambda_xortho=0.1, seed=0)
+    scores = model.fit_transform(utterances)
+    assert model.converged_ and model.n_iter_ >= 20
+    assert np.isfinite(model.cost_history_).all() and np.isfinite(model.gesture_kernels_).all()
+    assert [s.shape for s in scores] == [(300, 300), (300, 400)]
+    assert held_out_variance_explained(model, utterances) >= 0.9
+
+
+def test_classical_result_reports_iterations_convergence_and_cost_curve():
+    _, train, draw = continuous_problem([500, 700], seed=5)
+    params = BaselineParams(max_iter=400, transform_iter=200, tol=1e-4, transform_tol=1e-4, lambda_xortho=0.1,
+                            max_train_frames=None)
+    cnmf, _, _ = fit_classical(train, 4, L, params, seed=0)
+    assert (cnmf.transform_max_iter, cnmf.transform_tol) == (200, 1e-4)
+    extra = classical_factorisation(cnmf, [draw(400)]).extra
+    assert extra["fit_iterations"] == cnmf.n_iter_ == len(extra["fit_cost_history"]) >= 20
+    assert extra["fit_converged"] is True and extra["transform_converged"] is True
+    assert extra["transform_iterations"] == len(extra["transform_cost_history"]) <= 200
+    assert all(isinstance(c, float) for c in extra["fit_cost_history"])
+
+
+def test_same_seed_same_result():
     _, _, utterances, _ = planted_problem(2000, seed=2)
     a = ConvNMF(3, L, max_iter=30, seed=5).fit(utterances)
     b = ConvNMF(3, L, max_iter=30, seed=5).fit(utterances)
     np.testing.assert_array_equal(a.gesture_kernels_, b.gesture_kernels_)
     np.testing.assert_array_equal(a.baseline_, b.baseline_)
-    early = ConvNMF(3, L, max_iter=5000, tol=1e-3, seed=5).fit(utterances)
-    assert early.n_iter_ < 5000
-    assert abs(early.cost_history_[-1] - early.cost_history_[-2]) <= 1e-3 * early.cost_history_[-2]
+    assert a.cost_history_ == b.cost_history_
 
 
 def test_recovers_planted_gestures_and_explains_held_out_data():
     kernels, baseline, utterances, draw = planted_problem(5000, seed=0)
-    model = ConvNMF(P, L, max_iter=400, tol=0.0, lambda_l1_scores=0.03, seed=0)
+    model = ConvNMF(P, L, max_iter=1000, tol=1e-4, lambda_l1_scores=0.03, seed=0)
     train_scores = model.fit_transform(utterances)
+    assert model.converged_
     assert model.gesture_kernels_.shape == (P, C, L) and model.baseline_.shape == (C,)
     np.testing.assert_allclose(np.linalg.norm(model.gesture_kernels_.reshape(P, -1), axis=1), 1.0, rtol=1e-5)
     assert [s.shape for s in train_scores] == [(P, 1000)] * 5
@@ -122,32 +216,34 @@ def test_recovers_planted_gestures_and_explains_held_out_data():
     assert recovery["matched_cosine_mean"] >= 0.9
     assert np.abs(model.baseline_ - baseline).max() < 0.01
 
-    held_out = [draw(600), draw(1400)]
-    scores = model.transform(held_out, max_iter=200)
-    reconstruction = [convolve_scores(s, model.gesture_kernels_, model.baseline_) for s in scores]
-    fit = reconstruction_metrics(torch.cat(reconstruction, dim=1), np.concatenate(held_out, axis=1))
-    assert fit["variance_explained"] > 0.9
+    assert held_out_variance_explained(model, [draw(600), draw(1400)]) > 0.9
 
 
-def test_utterances_do_not_leak_into_each_other():
+@pytest.mark.parametrize("lambda_xortho", [0.0, 0.3])
+def test_utterances_do_not_leak_into_each_other(lambda_xortho):
     # With W fixed, an utterance's scores must not depend on what its neighbour contains:
-    # here the neighbour ends mid-movement, whose tail would spill over without the gap.
+    # here the neighbour ends mid-movement, whose tail would spill over without the gap
+    # (and, with x-ortho, through its smoothing window without the mask).
     _, _, utterances, draw = planted_problem(2000, seed=4)
-    model = ConvNMF(P, L, max_iter=100, tol=0.0, seed=1).fit(utterances)
+    model = ConvNMF(P, L, max_iter=100, tol=0.0, lambda_xortho=lambda_xortho, seed=1).fit(utterances)
     quiet, loud = draw(300), draw(300)
+    loud[:, :3] = 1.0  # reaches back into an utterance before it through x-ortho's window
     loud[:, -3:] = 1.0
     second = draw(200)
     after_quiet = model.transform([quiet, second])[1]
     after_loud = model.transform([loud, second])[1]
     np.testing.assert_allclose(after_quiet, after_loud, rtol=1e-5, atol=1e-7)
     assert np.abs(after_quiet).max() > 0.1
+    before_quiet = model.transform([second, quiet])[0]
+    before_loud = model.transform([second, loud])[0]
+    np.testing.assert_allclose(before_quiet, before_loud, rtol=1e-5, atol=1e-7)
 
 
 def test_penalties_run_and_sparsify():
     _, _, utterances, _ = planted_problem(2000, seed=5, noise=0.01)
     plain = ConvNMF(5, L, max_iter=60, seed=0).fit(utterances)
     sparse = ConvNMF(5, L, max_iter=60, seed=0, lambda_l1_scores=0.1, lambda_l1_kernels=0.01,
-                     lambda_xortho=1e-3).fit(utterances)
+                     lambda_xortho=0.3).fit(utterances)
     assert np.isfinite(sparse.cost_history_).all()
     assert (sparse.gesture_kernels_ >= 0).all()
     l1_plain = sum(np.abs(s).sum() for s in plain.transform(utterances, max_iter=60))

@@ -6,16 +6,28 @@ The baseline the auto-encoder is compared with. It fits the same model,
 
 by minimising ``0.5 * ||X - X_hat||^2`` over the real frames, plus optional penalties
 ``lambda_l1_scores * ||H||_1 + lambda_l1_kernels * ||W||_1`` and seqNMF's x-ortho penalty
-``lambda_xortho * sum_{i != j} [(W^T * X) S H^T]_ij`` (S: a box filter 2L - 1 frames wide),
-with Lee & Seung style multiplicative updates (Smaragdis 2004; Mackevicius et al. 2019).
+``lambda_xortho / ((K - 1)(2L - 1)) * sum_{i != j} <W_i^T * Y, H_j>`` with Y = S max(X - b, 0)
+(S: a box filter 2L - 1 frames wide), by Lee & Seung style multiplicative updates (Smaragdis
+2004; Mackevicius et al. 2019). x-ortho differs from seqNMF's ``(W^T * X) S H^T`` because EMA
+normalised to [0, 1] is continuous movement on an offset near 0.5, not sparse spikes: on X
+itself the offset makes every gesture overlap every other everywhere, and the unscaled sum
+over K - 1 gestures and 2L - 1 lags grows with K and L. With seqNMF's form, lambda = 0.001
+drove every score to zero within ~10 iterations at K >= 40 (the baseline explained only the
+mean, the cost stopped changing, the relative tolerance stopped the fit); now one lambda is
+equally strong at any K and L.
 
 Why the updates keep the cost from rising (no penalties): the model is linear in each of
 H, W and b with non-negative coefficients (for W: X_hat = [W_0 .. W_L-1] [H shifted by 0 ..
 L-1 frames], an ordinary NMF), so each update is the minimiser of Lee & Seung's auxiliary
 function for that block, and the other blocks (b included, being non-negative) only enlarge
 the majorising diagonal. Rescaling each kernel to unit norm and its scores inversely leaves
-X_hat, hence the Euclidean cost, unchanged. With penalties the L1 terms change under that
-rescaling, and the x-ortho update is a heuristic, so there the cost is only recorded.
+X_hat unchanged. With penalties the L1 terms change under that rescaling, and the x-ortho
+update is a heuristic, so there the cost is only recorded.
+
+Stopping: once the cost has fallen, on average over the last 10 iterations, by at most
+``tol`` times the cost of a constant fit per iteration (variance explained gained per
+iteration), never before 20 iterations. Multiplicative updates crawl at first and keep
+improving slowly for hundreds of iterations; one iteration's relative change is no signal.
 
 Utterances are laid end to end with ``win_size - 1`` frames between them that are masked out
 of the cost and where the scores are held at zero (a zero stays zero under multiplicative
@@ -23,13 +35,15 @@ updates): a gesture of one utterance never reaches into the next, exactly as if 
 factorised alone, and all of them go through a few long convolutions (fast on a GPU).
 
 The baseline b is an extra factor whose activation is 1 on every real frame: initialised to
-each channel's 5th percentile and updated multiplicatively like the others during ``fit``;
-``transform`` keeps it fixed, like the kernels.
+each channel's 5th percentile and updated multiplicatively during ``fit``; ``transform``
+keeps it fixed, like the kernels.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -38,15 +52,142 @@ import torch.nn.functional as F
 
 __all__ = ["ConvNMF"]
 
+logger = logging.getLogger(__name__)
+
 _EPS = 1e-12  # keeps 0/0 at 0 in the updates; far below any value that matters
+_WINDOW = 10  # the stopping rule averages the cost's decrease over this many iterations
+_MIN_ITER = 2 * _WINDOW  # and never stops before this many
+
+
+# ------------------------------------------------------------------- convolutions
 
 
 def _box_filter(signal: torch.Tensor, half_width: int) -> torch.Tensor:
     """Sum of each row of ``signal`` (R, N) over a centred window of 2 * half_width + 1 frames."""
-    if half_width == 0:
-        return signal
-    ones = signal.new_ones(1, 1, 2 * half_width + 1)
-    return F.conv1d(signal[:, None, :], ones, padding=half_width)[:, 0, :]
+    # Shifted adds: ~20x faster on the CPU than conv1d with one input channel per row.
+    frames = signal.shape[1]
+    padded = F.pad(signal, (half_width, half_width))
+    total = padded[:, :frames].clone()
+    for shift in range(1, 2 * half_width + 1):
+        total += padded[:, shift:shift + frames]
+    return total
+
+
+def _convolve(scores: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """(K, N) scores, (K, C, L) kernels -> (C, N): the forward-in-time convolution."""
+    return F.conv_transpose1d(scores[None], kernels)[0, :, :scores.shape[1]]
+
+
+def _correlate(signals: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Adjoint of ``_convolve``: (S, C, N) -> (S, K, N), sum_{c,tau} W[k,c,tau] Y[c,t+tau]."""
+    return F.conv1d(F.pad(signals, (0, kernels.shape[-1] - 1)), kernels)
+
+
+def _others(values: torch.Tensor) -> torch.Tensor:
+    """Row k of the result is the sum of every *other* row: (1 - I) @ values, along dim 0."""
+    return values.sum(dim=0, keepdim=True) - values
+
+
+# ----------------------------------------------------------------------- updates
+
+
+@dataclass(frozen=True)
+class _Penalties:
+    l1_scores: float
+    l1_kernels: float
+    xortho: float  # already divided by (K - 1)(2L - 1)
+    half_width: int  # of seqNMF's box filter: L - 1
+
+
+def _xortho_term(smoothed_corr, penalties: _Penalties):
+    """lambda * (1 - I) (W^T * Y): the x-ortho part of the scores update's denominator.
+
+    Y is :func:`_smoothed_above`. The x-ortho cost is linear in H: this is its gradient,
+    and the cost is <H, this>.
+    """
+    return penalties.xortho * _others(smoothed_corr)
+
+
+def _update_scores(scores, kernels, data_corr, reconstruction, real, penalties: _Penalties, xortho_term=None):
+    """One multiplicative step of H: H * (W^T X) / (W^T X_hat + l1 + x-ortho).
+
+    ``data_corr`` is W^T X and ``xortho_term`` is :func:`_xortho_term` (None without x-ortho),
+    both for the current kernels; passed in so that ``transform``, whose kernels are fixed,
+    computes them once.
+    """
+    denominator = _correlate(reconstruction[None] * real, kernels)[0]
+    denominator += penalties.l1_scores + _EPS
+    if xortho_term is not None:
+        denominator += xortho_term
+    return (data_corr / denominator).mul_(scores).mul_(real)
+
+
+def _update_kernels(kernels, scores, data, reconstruction, real, penalties: _Penalties, smoothed_above=None):
+    """One multiplicative step of W: W_tau * (X H_tau^T) / (X_hat H_tau^T + l1 + x-ortho).
+
+    H_tau is H delayed by tau frames; one (K, N) x (N, S*C) product per tau.
+    ``smoothed_above`` is :func:`_smoothed_above` (None without x-ortho).
+    """
+    channels, frames = data.shape
+    win = kernels.shape[-1]
+    signals = [data, reconstruction * real] + ([smoothed_above] if penalties.xortho else [])
+    stacked = torch.cat(signals, dim=0).T  # (N, S*C)
+    padded = F.pad(scores, (win - 1, 0))
+    products = torch.stack([padded[:, win - 1 - tau: win - 1 - tau + frames] @ stacked
+                            for tau in range(win)], dim=-1)  # (K, S*C, L)
+    numerator = products[:, :channels]
+    denominator = products[:, channels:2 * channels] + penalties.l1_kernels
+    if penalties.xortho:
+        denominator = denominator + penalties.xortho * _others(products[:, 2 * channels:])
+    return kernels * numerator / (denominator + _EPS)
+
+
+def _update_baseline(baseline, data, reconstruction, real):
+    """One multiplicative step of b, a factor whose activation is 1 on every real frame."""
+    return baseline * (data * real).sum(dim=1) / ((reconstruction * real).sum(dim=1) + _EPS)
+
+
+def _normalise_kernels(kernels, scores):
+    """Unit-norm kernels, the amplitude moved into the scores (X_hat unchanged), so that the
+    L1 penalty on H cannot be dodged by growing W."""
+    norms = kernels.flatten(1).norm(dim=1)
+    norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+    return kernels / norms[:, None, None], scores * norms[:, None]
+
+
+def _smoothed_above(data, baseline, real, half_width: int):
+    """Y = S X~ on real frames, X~ = max(X - b, 0) being the part of the data the gestures
+    explain: what x-ortho measures each gesture's overlap with.
+
+    Smoothing the data, not W^T X~ (seqNMF smooths both, for W and H), is the same away from
+    utterance edges, costs C rows instead of K and keeps the two updates consistent; the
+    mask keeps one utterance's data out of its neighbours' penalty.
+    """
+    return _box_filter((data - baseline[:, None]).clamp_min(0.0) * real, half_width) * real
+
+
+def _cost(data, reconstruction, real, kernels, scores, penalties: _Penalties, xortho_term=None) -> float:
+    """The penalised cost; ``xortho_term`` (:func:`_xortho_term` for these kernels) only with x-ortho."""
+    residual = (data - reconstruction) * real
+    cost = 0.5 * residual.square().sum(dtype=torch.float64).item()
+    if penalties.l1_scores:
+        cost += penalties.l1_scores * scores.sum(dtype=torch.float64).item()
+    if penalties.l1_kernels:
+        cost += penalties.l1_kernels * kernels.sum(dtype=torch.float64).item()
+    if xortho_term is not None:
+        cost += (scores * xortho_term).sum(dtype=torch.float64).item()
+    return cost
+
+
+def _stopped(history: list[float], tol: float, scale: float) -> bool:
+    """True once the cost has fallen by at most ``tol * scale`` per iteration, on average over
+    the last ``_WINDOW`` iterations (and at least ``_MIN_ITER`` were run)."""
+    if tol <= 0 or len(history) < max(_MIN_ITER, _WINDOW + 1):
+        return False
+    return (history[-_WINDOW - 1] - history[-1]) / _WINDOW <= tol * scale
+
+
+# ------------------------------------------------------------------------ layout
 
 
 class _Layout:
@@ -69,11 +210,18 @@ class _Layout:
             self.data[:, start:start + utterance.shape[1]] = utterance.to(device)
             self.real[start:start + utterance.shape[1]] = True
             self.utterance[start:start + utterance.shape[1]] = index
+        # Cost of the best constant per channel: the scale of the stopping rule's tolerance,
+        # which thereby reads as variance explained gained per iteration.
+        values = self.data[:, self.real].double()
+        self.spread = 0.5 * ((values - values.mean(dim=1, keepdim=True)) ** 2).sum().item()
 
     def split(self, scores: torch.Tensor) -> list[np.ndarray]:
         """(K, N) scores -> list of (K, T_i) numpy arrays, one per utterance."""
         cpu = scores.detach().cpu().numpy()
         return [cpu[:, s:s + n].copy() for s, n in zip(self.starts, self.lengths)]
+
+
+# ------------------------------------------------------------------------- model
 
 
 class ConvNMF:
@@ -86,21 +234,25 @@ class ConvNMF:
     win_size : int
         Kernel length L in frames (>= 1).
     max_iter : int
-        Maximum number of iterations of ``fit`` (and default for ``transform``).
+        Maximum number of iterations of ``fit``.
     tol : float
-        Stop when the cost changes by less than ``tol`` times its value in one iteration;
-        0 runs all ``max_iter`` iterations.
+        Stop once the cost has fallen by at most ``tol`` times that of the best per-channel
+        constant per iteration, averaged over the last 10 iterations (so ``tol`` is variance
+        explained gained per iteration; never before 20 iterations); 0 runs all ``max_iter``.
+    transform_max_iter, transform_tol : int, float, optional
+        The same for ``transform`` (default: ``max_iter`` and ``tol``).
     lambda_l1_scores, lambda_l1_kernels : float
         L1 penalties on H and W (>= 0).
     lambda_xortho : float
-        seqNMF cross-orthogonality penalty (>= 0): discourages two gestures from explaining
-        the same stretch of data at nearby times.
+        Cross-orthogonality penalty (>= 0): discourages two gestures from explaining the same
+        stretch of data at nearby times. Divided by (K - 1)(2L - 1) (see the module notes), so
+        one value is equally strong at any K and L; near 1 it rivals the reconstruction term.
     seed : int
         Seed of the random initialisation (drawn on the CPU, so the same on any device).
     device : str or torch.device
         Where the updates run ("cpu", "cuda", ...).
     verbose : bool
-        Print the cost every 10 iterations.
+        Log the cost every 10 iterations at INFO level (DEBUG otherwise).
 
     Attributes
     ----------
@@ -109,35 +261,34 @@ class ConvNMF:
         ``gestural.metrics.convolve_scores(scores, gesture_kernels_, baseline_)``).
     baseline_ : ndarray, (C,)
         Learned per-channel baseline.
-    cost_history_ : list of float
-        Cost after each iteration of ``fit``.
     n_iter_ : int
         Iterations run by ``fit``.
-    transform_cost_history_ : list of float
-        Cost after each iteration of the last ``transform``.
+    converged_ : bool
+        Whether ``fit`` stopped on ``tol`` (False: it ran out of ``max_iter``).
+    cost_history_ : list of float
+        Cost after each iteration of ``fit``.
+    transform_n_iter_, transform_converged_, transform_cost_history_
+        The same for the last ``transform``.
     """
 
-    def __init__(self, num_gestures: int, win_size: int, *, max_iter: int = 200, tol: float = 1e-4,
+    def __init__(self, num_gestures: int, win_size: int, *, max_iter: int = 500, tol: float = 1e-4,
+                 transform_max_iter: int | None = None, transform_tol: float | None = None,
                  lambda_l1_scores: float = 0.0, lambda_l1_kernels: float = 0.0, lambda_xortho: float = 0.0,
                  seed: int = 0, device="cpu", verbose: bool = False):
-        def need(ok: bool, name: str, what: str, value) -> None:
-            if not ok:
-                raise ValueError(f"ConvNMF {name}: {what} (got {value!r})")
-
-        need(isinstance(num_gestures, (int, np.integer)) and num_gestures >= 1, "num_gestures",
-             "must be an integer >= 1", num_gestures)
-        need(isinstance(win_size, (int, np.integer)) and win_size >= 1, "win_size", "must be an integer >= 1",
-             win_size)
-        need(isinstance(max_iter, (int, np.integer)) and max_iter >= 1, "max_iter", "must be an integer >= 1",
-             max_iter)
-        for name, value in (("tol", tol), ("lambda_l1_scores", lambda_l1_scores),
+        for name, value in (("num_gestures", num_gestures), ("win_size", win_size), ("max_iter", max_iter),
+                            ("transform_max_iter", transform_max_iter)):
+            if value is not None:
+                _need_count(value, name)
+        for name, value in (("tol", tol), ("transform_tol", transform_tol), ("lambda_l1_scores", lambda_l1_scores),
                             ("lambda_l1_kernels", lambda_l1_kernels), ("lambda_xortho", lambda_xortho)):
-            need(isinstance(value, (int, float, np.number)) and math.isfinite(value) and value >= 0, name,
-                 "must be a finite number >= 0", value)
+            if value is not None:
+                _need_non_negative(value, name)
         self.num_gestures = int(num_gestures)
         self.win_size = int(win_size)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
+        self.transform_max_iter = self.max_iter if transform_max_iter is None else int(transform_max_iter)
+        self.transform_tol = self.tol if transform_tol is None else float(transform_tol)
         self.lambda_l1_scores = float(lambda_l1_scores)
         self.lambda_l1_kernels = float(lambda_l1_kernels)
         self.lambda_xortho = float(lambda_xortho)
@@ -148,38 +299,25 @@ class ConvNMF:
     # ------------------------------------------------------------------ public API
 
     def fit(self, x_list: Sequence) -> "ConvNMF":
-        """Learn gesture kernels and baseline from training utterances.
-
-        Parameters
-        ----------
-        x_list : list of array or tensor, each (C, T_i), non-negative
-            Training utterances (same C for all).
-
-        Returns
-        -------
-        self
-        """
+        """Learn gesture kernels and baseline from training utterances ``x_list``: a list of
+        non-negative (C, T_i) arrays or tensors (same C for all). Returns self."""
         self._fit(x_list)
         return self
 
     def fit_transform(self, x_list: Sequence) -> list[np.ndarray]:
-        """Fit, and return the scores found for the training utterances.
-
-        Returns
-        -------
-        list of ndarray, each (K, T_i)
-        """
+        """Fit, and return the scores found for the training utterances: (K, T_i) arrays."""
         layout, scores = self._fit(x_list)
         return layout.split(scores)
 
-    def transform(self, x_list: Sequence, max_iter: int | None = None) -> list[np.ndarray]:
+    def transform(self, x_list: Sequence, max_iter: int | None = None, tol: float | None = None) -> list[np.ndarray]:
         """Find the scores of utterances with the learned kernels and baseline held fixed.
 
         Parameters
         ----------
         x_list : list of array or tensor, each (C, T_i), non-negative
-        max_iter : int, optional
-            Iterations of score updates (default: the ``max_iter`` given at construction).
+        max_iter, tol : optional
+            Iterations of score updates (at most) and stopping tolerance (default:
+            ``transform_max_iter`` and ``transform_tol``).
 
         Returns
         -------
@@ -187,18 +325,21 @@ class ConvNMF:
         """
         if not hasattr(self, "gesture_kernels_"):
             raise RuntimeError("ConvNMF.transform: call fit first")
-        max_iter = self.max_iter if max_iter is None else max_iter
-        if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise ValueError(f"ConvNMF transform max_iter: must be an integer >= 1 (got {max_iter!r})")
+        max_iter = self.transform_max_iter if max_iter is None else max_iter
+        tol = self.transform_tol if tol is None else tol
+        _need_count(max_iter, "transform max_iter")
+        _need_non_negative(tol, "transform tol")
         utterances = self._check_utterances(x_list, self.gesture_kernels_.shape[1])
         layout = _Layout(utterances, self.win_size, self.device)
         kernels = torch.as_tensor(self.gesture_kernels_, device=self.device)
         baseline = torch.as_tensor(self.baseline_, device=self.device)
         generator = torch.Generator().manual_seed(self.seed + 1)
         scores = self._initial_scores(layout, kernels, baseline, generator)
-        _, scores, _, history = self._updates(layout, kernels, scores, baseline, int(max_iter),
-                                              update_model=False)
+        _, scores, _, history, converged = self._iterate(layout, kernels, scores, baseline, int(max_iter),
+                                                         float(tol), update_model=False)
         self.transform_cost_history_ = history
+        self.transform_n_iter_ = len(history)
+        self.transform_converged_ = converged
         return layout.split(scores)
 
     # ------------------------------------------------------------------- internals
@@ -234,25 +375,25 @@ class ConvNMF:
     def _fit(self, x_list):
         utterances = self._check_utterances(x_list, None)
         layout = _Layout(utterances, self.win_size, self.device)
-        channels = layout.data.shape[0]
         generator = torch.Generator().manual_seed(self.seed)
-
-        kernels = torch.rand(self.num_gestures, channels, self.win_size, generator=generator)
-        kernels = (kernels / kernels.flatten(1).norm(dim=1)[:, None, None]).to(self.device)
         real_values = layout.data[:, layout.real]
         # A low percentile, not the minimum: with data normalised to [0, 1] the minimum is
         # often exactly 0, and a multiplicative update can never move a zero.
         rank = max(1, int(0.05 * real_values.shape[1]))
         baseline = real_values.kthvalue(rank, dim=1).values
         baseline = baseline.clamp_min(1e-3 * real_values.mean().item() + 1e-6)
+        # Uniform random kernels: windows of the data start faster but were worse after 100+
+        # iterations on articulatory data, and the stopping rule waits out the slow start.
+        kernels = torch.rand(self.num_gestures, layout.data.shape[0], self.win_size, generator=generator)
+        kernels = (kernels / kernels.flatten(1).norm(dim=1)[:, None, None]).to(self.device)
         scores = self._initial_scores(layout, kernels, baseline, generator)
-
-        kernels, scores, baseline, history = self._updates(layout, kernels, scores, baseline, self.max_iter,
-                                                           update_model=True)
+        kernels, scores, baseline, history, converged = self._iterate(layout, kernels, scores, baseline,
+                                                                      self.max_iter, self.tol, update_model=True)
         self.gesture_kernels_ = kernels.cpu().numpy()
         self.baseline_ = baseline.cpu().numpy()
         self.cost_history_ = history
         self.n_iter_ = len(history)
+        self.converged_ = converged
         return layout, scores
 
     def _initial_scores(self, layout: _Layout, kernels, baseline, generator) -> torch.Tensor:
@@ -265,7 +406,7 @@ class ConvNMF:
         """
         frames = layout.data.shape[1]
         scores = torch.rand(self.num_gestures, frames, generator=generator).to(self.device) * layout.real
-        model = self._convolve(scores, kernels)
+        model = _convolve(scores, kernels)
         target = (layout.data - baseline[:, None]).clamp_min(0.0)
         real = layout.real
         cross = torch.zeros(len(layout.lengths), dtype=torch.float64, device=self.device)
@@ -275,84 +416,64 @@ class ConvNMF:
         scale = (cross / power.clamp_min(_EPS)).clamp_min(1e-3).to(scores.dtype)
         return scores * scale[layout.utterance.clamp_min(0)][None, :]
 
-    @staticmethod
-    def _convolve(scores: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        """(K, N) scores, (K, C, L) kernels -> (C, N): the forward-in-time convolution."""
-        return F.conv_transpose1d(scores[None], kernels)[0, :, :scores.shape[1]]
+    def _penalties(self) -> _Penalties:
+        pairs = max(1, (self.num_gestures - 1) * (2 * self.win_size - 1))
+        return _Penalties(self.lambda_l1_scores, self.lambda_l1_kernels, self.lambda_xortho / pairs,
+                          self.win_size - 1)
 
-    @staticmethod
-    def _correlate(signals: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        """Adjoint of ``_convolve``: (S, C, N) -> (S, K, N), sum_{c,tau} W[k,c,tau] Y[c,t+tau]."""
-        return F.conv1d(F.pad(signals, (0, kernels.shape[-1] - 1)), kernels)
+    def _iterate(self, layout: _Layout, kernels, scores, baseline, max_iter: int, tol: float, update_model: bool):
+        """Multiplicative updates until ``_stopped`` or ``max_iter``.
 
-    def _cost(self, data, reconstruction, real, kernels, scores) -> float:
-        residual = (data - reconstruction) * real
-        cost = 0.5 * (residual.double() ** 2).sum().item()
-        if self.lambda_l1_scores:
-            cost += self.lambda_l1_scores * scores.double().sum().item()
-        if self.lambda_l1_kernels:
-            cost += self.lambda_l1_kernels * kernels.double().sum().item()
-        if self.lambda_xortho:
-            overlap = _box_filter(self._correlate(data[None], kernels)[0] * real, self.win_size - 1) @ scores.T
-            cost += self.lambda_xortho * (overlap.sum() - overlap.diagonal().sum()).item()
-        return cost
-
-    def _updates(self, layout: _Layout, kernels, scores, baseline, max_iter: int, update_model: bool):
-        """Multiplicative updates; returns kernels, scores, baseline and the cost per iteration."""
+        Returns kernels, scores, baseline, the cost after each iteration, and whether it converged.
+        """
         data = layout.data  # zero on gap frames
         real = layout.real.to(data.dtype)[None, :]  # (1, N)
-        win = self.win_size
-        frames = data.shape[1]
-        smoothed_data = _box_filter(data, win - 1) if (self.lambda_xortho and update_model) else None
-        reconstruction = self._convolve(scores, kernels) + baseline[:, None]
+        penalties = self._penalties()
+        xortho = bool(penalties.xortho)
+        what = "fit" if update_model else "transform"
+        say = logger.info if self.verbose else logger.debug
+
+        def correlations(kernels, baseline):
+            """W^T X, and with x-ortho Y (:func:`_smoothed_above`) and the x-ortho term, from one convolution."""
+            if not xortho:
+                return _correlate(data[None], kernels)[0], None, None
+            smoothed = _smoothed_above(data, baseline, real, penalties.half_width)
+            both = _correlate(torch.stack([data, smoothed]), kernels)
+            return both[0], smoothed, _xortho_term(both[1], penalties)
+
+        data_corr, smoothed, xortho_term = correlations(kernels, baseline)
+        reconstruction = _convolve(scores, kernels) + baseline[:, None]
         history: list[float] = []
+        converged = False
         for iteration in range(max_iter):
-            # --- scores: H <- H * (W^T * X) / (W^T * X_hat + penalties)
-            both = self._correlate(torch.stack([data, reconstruction * real]), kernels)
-            numerator, denominator = both[0], both[1] + self.lambda_l1_scores
-            if self.lambda_xortho:
-                smoothed = _box_filter(numerator * real, win - 1)
-                # row k gets the smoothed correlation of every *other* gesture: (1 - I) @ .
-                denominator = denominator + self.lambda_xortho * (smoothed.sum(dim=0, keepdim=True) - smoothed)
-            scores = scores * numerator / (denominator + _EPS) * real
-            reconstruction = self._convolve(scores, kernels) + baseline[:, None]
-
+            scores = _update_scores(scores, kernels, data_corr, reconstruction, real, penalties, xortho_term)
+            reconstruction = _convolve(scores, kernels) + baseline[:, None]
             if update_model:
-                # --- kernels: W_tau <- W_tau * (X H_tau^T) / (X_hat H_tau^T + penalties), H_tau
-                # being H delayed by tau frames; one (K, N) x (N, S*C) product per tau.
-                signals = [data, reconstruction * real] + ([smoothed_data] if smoothed_data is not None else [])
-                stacked = torch.cat(signals, dim=0).T  # (N, S*C)
-                padded = F.pad(scores, (win - 1, 0))
-                products = torch.stack([padded[:, win - 1 - tau: win - 1 - tau + frames] @ stacked
-                                        for tau in range(win)], dim=-1)  # (K, S*C, L)
-                channels = data.shape[0]
-                numerator = products[:, :channels]
-                denominator = products[:, channels:2 * channels] + self.lambda_l1_kernels
-                if smoothed_data is not None:
-                    smoothed = products[:, 2 * channels:]
-                    denominator = denominator + self.lambda_xortho * (smoothed.sum(dim=0, keepdim=True) - smoothed)
-                kernels = kernels * numerator / (denominator + _EPS)
-                reconstruction = self._convolve(scores, kernels) + baseline[:, None]
-
-                # --- baseline: a factor whose activation is 1 on real frames.
-                new_baseline = baseline * (data * real).sum(dim=1) / ((reconstruction * real).sum(dim=1) + _EPS)
-                reconstruction = reconstruction + (new_baseline - baseline)[:, None]
+                kernels = _update_kernels(kernels, scores, data, reconstruction, real, penalties, smoothed)
+                reconstruction = _convolve(scores, kernels) + baseline[:, None]
+                new_baseline = _update_baseline(baseline, data, reconstruction, real)
+                reconstruction += (new_baseline - baseline)[:, None]
                 baseline = new_baseline
+                kernels, scores = _normalise_kernels(kernels, scores)
+                data_corr, smoothed, xortho_term = correlations(kernels, baseline)
+            history.append(_cost(data, reconstruction, real, kernels, scores, penalties, xortho_term))
+            if iteration % 10 == 0 or iteration == max_iter - 1:
+                say("ConvNMF %s iteration %d: cost %.6g", what, iteration + 1, history[-1])
+            if _stopped(history, tol, layout.spread):
+                converged = True
+                break
+        if tol > 0 and not converged:
+            logger.warning("ConvNMF %s did not converge in %d iterations (tol %g): raise max_iter", what,
+                           max_iter, tol)
+        return kernels, scores, baseline, history, converged
 
-                # --- unit-norm kernels, amplitude in the scores (X_hat unchanged), so that
-                # the L1 penalty on H cannot be dodged by growing W.
-                norms = kernels.flatten(1).norm(dim=1)
-                norms = torch.where(norms > 0, norms, torch.ones_like(norms))
-                kernels = kernels / norms[:, None, None]
-                scores = scores * norms[:, None]
 
-            cost = self._cost(data, reconstruction, real, kernels, scores)
-            history.append(cost)
-            if self.verbose and (iteration % 10 == 0 or iteration == max_iter - 1):
-                print(f"ConvNMF {'fit' if update_model else 'transform'} iteration {iteration + 1}: cost {cost:.6g}",
-                      flush=True)
-            if iteration > 0 and self.tol > 0:
-                previous = history[-2]
-                if abs(previous - cost) <= self.tol * max(abs(previous), 1e-300):
-                    break
-        return kernels, scores, baseline, history
+def _need_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"ConvNMF {name}: must be an integer >= 1 (got {value!r})")
+
+
+def _need_non_negative(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"ConvNMF {name}: must be a finite number >= 0 (got {value!r})")
