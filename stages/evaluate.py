@@ -1,9 +1,10 @@
 """DVC stage ``evaluate``: the trained network vs classical ConvNMF on the held-out utterances.
 
 Reads ``models/model.pt``, ``data/normalized`` and, when present, ``data/raw/ground_truth.npz``
-and ``metrics/train.json``; writes ``metrics/eval.json``,
+and ``reports/timing/train.json``; writes ``metrics/eval.json``, ``reports/timing/evaluate.json``,
 ``plots/eval/per_channel_correlation.csv`` and ``evaluation/`` (see
-:mod:`gestural.evaluation`).
+:mod:`gestural.evaluation`), with ``evaluation/gesture_phone_association.csv`` from the lab
+files of ``data/extracted`` (see :mod:`gestural.associations`).
 """
 
 from __future__ import annotations
@@ -11,37 +12,45 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.evaluation import EvaluateParams, EvaluationError, run_evaluation, write_outputs
-from gestural.params import ParamsError, load_params
+from gestural.associations import ASSOCIATION_FILE, held_out_associations, save_associations
+from gestural.evaluation import EvaluateParams, run_evaluation, write_outputs
+from gestural.params import load_params
+from gestural.stage import run_stage
 
 MODEL = Path("models/model.pt")
 DATA_DIR = Path("data/normalized")
+EXTRACTED = Path("data/extracted")
 TRUTH = Path("data/raw/ground_truth.npz")
-TRAIN_METRICS = Path("metrics/train.json")
+TRAIN_TIMING = Path("reports/timing/train.json")
+TIMING = Path("reports/timing/evaluate.json")
 METRICS = Path("metrics/eval.json")
 PLOT = Path("plots/eval/per_channel_correlation.csv")
 OUT_DIR = Path("evaluation")
 
 
 def main() -> int:
-    try:
-        params = EvaluateParams.from_params(load_params())
-        result = run_evaluation(params, model_path=MODEL, data_dir=DATA_DIR, truth_path=TRUTH,
-                                train_metrics_path=TRAIN_METRICS)
-    except (ParamsError, EvaluationError) as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 1
-    write_outputs(result, metrics_path=METRICS, plot_path=PLOT, out_dir=OUT_DIR)
+    params = EvaluateParams.from_params(load_params())
+    result = run_evaluation(params, model_path=MODEL, data_dir=DATA_DIR, truth_path=TRUTH,
+                            train_metrics_path=TRAIN_TIMING)
+    associations, labelled = held_out_associations(result.test_ids, result.neural_scores, result.win_size,
+                                                   normalized=DATA_DIR, extracted=EXTRACTED)
+    write_outputs(result, metrics_path=METRICS, plot_path=PLOT, out_dir=OUT_DIR, timing_path=TIMING)
+    save_associations(OUT_DIR / ASSOCIATION_FILE, associations)
     neural, classical = result.metrics["neural"], result.metrics["classical"]
 
     def show(value) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    for key in ("variance_explained", "rmse", "seqnmf_similarity", "kernel_cosine", "onset_f1"):
+    for key in ("variance_explained", "rmse", "activation_auc", "seqnmf_similarity", "kernel_cosine", "onset_f1"):
         print(f"evaluate: {key:20s} neural {show(neural[key])}  classical {show(classical[key])}")
+    floor = result.metrics.get("raw_channels")
+    if floor:
+        print(f"evaluate: {'activation_auc':20s} raw channels (floor) {show(floor['activation_auc'])}")
+    print(f"evaluate: gesture-phone associations of {len(associations.gestures)} gestures in use x "
+          f"{len(associations.phones)} phones ({labelled} of {len(result.test_ids)} held-out utterances labelled)")
     print(f"evaluate: -> {METRICS}, {PLOT}, {OUT_DIR}/")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("evaluate", main))

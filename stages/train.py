@@ -1,8 +1,9 @@
 """DVC stage ``train``: learn gestures and gestural scores from ``data/normalized``.
 
-Writes models/model.pt, models/gestures.npy, metrics/train.json and
-plots/train/learning_curve.csv; logs to runs/<run name> for TensorBoard; resumes from
-checkpoints/train.pt when a run with the same settings was interrupted.
+Writes models/model.pt, models/gestures.npy, metrics/train.json, reports/timing/train.json and
+plots/train/learning_curve.csv; logs to runs/<run name> for TensorBoard. The per-epoch
+checkpoint (checkpoints/train.pt) is no DVC output: a killed run resumes from it when the
+settings, data and code are the same, and it is removed once the run has finished.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from gestural.dataset import CorpusFileError, NormalizedCorpus
-from gestural.params import ParamsError, load_params
+from gestural.dataset import NormalizedCorpus
+from gestural.params import load_params
+from gestural.stage import run_stage
 from gestural.training import TrainConfig, Trainer, default_run_name, write_training_outputs
 
 DATA_DIR = Path("data/normalized")
@@ -26,20 +28,20 @@ def runs_dir() -> Path:
 
 
 def main() -> int:
-    try:
-        config = TrainConfig.from_params(load_params())
-        corpus = NormalizedCorpus.load(DATA_DIR)
-    except (ParamsError, ValueError, CorpusFileError, FileNotFoundError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 1
+    params = load_params()
+    config = TrainConfig.from_params(params)
+    corpus = NormalizedCorpus.load(DATA_DIR)
     run_name = default_run_name(config)
     print(f"train: {len(corpus.ids('train'))} train / {len(corpus.ids('test'))} held-out utterances; "
-          f"TensorBoard run {runs_dir() / run_name}")
+          f"TensorBoard run {runs_dir() / run_name}", flush=True)
+    data = {f"data.{key}": value for key, value in (params.get("data") or {}).items()}
+    data["synthetic.kind"] = (params.get("synthetic") or {}).get("kind", "events")
     trainer = Trainer(config, corpus.utterances("train"), corpus.utterances("test"),
-                      checkpoint_path=CHECKPOINT, log_dir=runs_dir() / run_name)
+                      checkpoint_path=CHECKPOINT, log_dir=runs_dir() / run_name, extra_hparams=data)
     result = trainer.fit()
     write_training_outputs(result, config, corpus.stats, Path("models"), Path("metrics/train.json"),
-                           Path("plots/train/learning_curve.csv"))
+                           Path("plots/train/learning_curve.csv"), Path("reports/timing/train.json"))
+    CHECKPOINT.unlink(missing_ok=True)
     last = result.history[-1]
     print(f"train: {result.seconds:.1f} s, {result.frames_per_second / 1e6:.3f} M frames/s on {result.device}; "
           f"held-out {config.loss} {last.test_reconstruction:.5f}, gestures in use {last.gestures_in_use:.2f}")
@@ -47,4 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("train", main))

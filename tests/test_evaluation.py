@@ -15,11 +15,13 @@ import yaml
 from gestural import ema
 from gestural.batches import UtteranceStore
 from gestural.dataset import INDEX_COLUMNS, write_index
-from gestural.evaluation import (METRIC_KEYS, BaselineParams, EvaluateParams, EvaluationError, Factorised,
+from gestural.evaluation import (COMPARED, METRIC_KEYS, SUMMARY_KEYS, TIMING_KEYS, BaselineParams, EvaluateParams, EvaluationError, Factorised,
                                  PlantedTruth, evaluate_factorisation, example_indices, fit_classical,
                                  neural_factorisation, planted_kernels_normalised, planted_truth, recovery_metrics,
                                  run_evaluation)
+from gestural.ground_truth import save_ground_truth
 from gestural.io import save_npy, write_json
+from gestural.stage import run_stage
 from gestural.metrics import convolve_scores, kernel_recovery
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.params import ParamsError
@@ -96,9 +98,15 @@ def test_planted_kernels_map_with_high_minus_low():
 def write_truth(path: Path, kernels_zscored, ids, events) -> None:
     """events: rows (utterance index, gesture, onset, amplitude)."""
     events = np.asarray(events, dtype=np.float64).reshape(-1, 4)
-    np.savez(path, kernels_zscored=np.asarray(kernels_zscored, np.float32), utterance_ids=np.array(ids),
-             event_utterance=events[:, 0].astype(np.int64), event_gesture=events[:, 1].astype(np.int64),
-             event_onset=events[:, 2].astype(np.int64), event_amplitude=events[:, 3].astype(np.float32))
+    kernels_zscored = np.asarray(kernels_zscored, np.float32)
+    count, length = kernels_zscored.shape[0], kernels_zscored.shape[-1]
+    save_ground_truth(
+        path, kind="events", gesture_names=[f"g{p}" for p in range(count)], gesture_phones=["p"] * count,
+        utterance_ids=ids, activation_utterance=events[:, 0], activation_gesture=events[:, 1],
+        activation_start=events[:, 2], activation_stop=events[:, 2] + length,
+        extra=dict(kernels_zscored=kernels_zscored, event_utterance=events[:, 0].astype(np.int64),
+                   event_gesture=events[:, 1].astype(np.int64), event_onset=events[:, 2].astype(np.int64),
+                   event_amplitude=events[:, 3].astype(np.float32)))
 
 
 def test_planted_truth_builds_spikes_by_utterance_id(tmp_path):
@@ -225,8 +233,8 @@ def test_classical_training_subset_respects_the_frame_cap():
 
 
 def evaluate_section(**baseline) -> dict:
-    base = dict(max_iter=15, transform_iter=10, tol=1e-4, lambda_l1_scores=0.0, lambda_l1_kernels=0.0,
-                lambda_xortho=0.0, max_train_frames=None)
+    base = dict(max_iter=15, transform_iter=10, tol=1e-4, transform_tol=1e-4, lambda_l1_scores=0.0,
+                lambda_l1_kernels=0.0, lambda_xortho=0.0, max_train_frames=None)
     base.update(baseline)
     return {"batch_size": 4, "onset_tolerance": 2, "onset_relative_height": 0.1, "examples": 3, "baseline": base}
 
@@ -276,7 +284,7 @@ def make_project(root: Path, *, model: bool = True, truth: bool = True) -> None:
         with torch.no_grad():
             network.decoder.kernels_raw[:P].copy_(torch.from_numpy(kernels))
         save_model(root / "models" / "model.pt", network, config, stats)
-        write_json(root / "metrics" / "train.json", {"seconds": 12.5})
+        write_json(root / "reports" / "timing" / "train.json", {"seconds": 12.5})
     params = {"device": "cpu", "seed": 0, "evaluate": evaluate_section()}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
@@ -285,25 +293,29 @@ def stage_main():
     spec = importlib.util.spec_from_file_location("evaluate_stage", PROJECT_ROOT / "stages" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return lambda: run_stage("evaluate", module.main)
 
 
 def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
     make_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert stage_main()() == 0
-    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    assert set(metrics) == {"neural", "classical", "ground_truth", "test_utterances", "test_frames",
-                            "neural_beats_classical"}
-    assert metrics["ground_truth"] is True
-    assert metrics["test_utterances"] == 3 and metrics["test_frames"] == 140 + 100 + 125
+    # eval.json: the figures of merit only, so that `dvc metrics diff` reads well.
+    summary = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert set(summary) == {"neural", "classical", "raw_channels", "test_frames"}
+    assert set(summary["neural"]) == set(SUMMARY_KEYS)
+    assert summary["test_frames"] == 140 + 100 + 125
+    assert 0.5 <= summary["raw_channels"]["activation_auc"] <= 1.0
+    # evaluation/details.json: everything else, timings aside.
+    metrics = json.loads((tmp_path / "evaluation" / "details.json").read_text())
+    assert metrics["ground_truth"] is True and metrics["test_utterances"] == 3
     for method in ("neural", "classical"):
-        assert set(METRIC_KEYS) <= set(metrics[method]), method
-        for key in METRIC_KEYS:
-            if key != "correlation_per_channel":
-                assert isinstance(metrics[method][key], (int, float)), (method, key)
-    assert metrics["neural"]["fit_seconds"] == 12.5
-    assert set(metrics["neural_beats_classical"]) == {"variance_explained", "seqnmf_similarity", "kernel_cosine"}
+        assert set(METRIC_KEYS) - set(TIMING_KEYS) <= set(metrics[method]), method
+        for key in set(METRIC_KEYS) - set(TIMING_KEYS) - {"correlation_per_channel", "elbo_per_frame"}:
+            assert isinstance(metrics[method][key], (int, float)), (method, key)
+    timing = json.loads((tmp_path / "reports" / "timing" / "evaluate.json").read_text())
+    assert timing["neural"]["fit_seconds"] == 12.5 and timing["classical"]["inference_seconds"] > 0
+    assert set(metrics["neural_beats_classical"]) == set(COMPARED)
     assert all(isinstance(v, bool) for v in metrics["neural_beats_classical"].values())
 
     with open(tmp_path / "plots" / "eval" / "per_channel_correlation.csv") as handle:
@@ -332,7 +344,7 @@ def test_stage_without_ground_truth_skips_recovery(tmp_path, monkeypatch):
     make_project(tmp_path, truth=False)
     monkeypatch.chdir(tmp_path)
     assert stage_main()() == 0
-    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    metrics = json.loads((tmp_path / "evaluation" / "details.json").read_text())
     assert metrics["ground_truth"] is False
     assert metrics["neural"]["kernel_cosine"] is None and metrics["classical"]["seqnmf_similarity"] is None
     assert metrics["neural_beats_classical"]["kernel_cosine"] is None

@@ -25,7 +25,7 @@ def pipeline_repo(tmp_path_factory):
     def configure(params):
         params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=10)))
         params.update(num_gestures=6, segment_len=200, epochs=3, device="cpu")
-        params["train"].update(hidden=8, threads=1, figure_every=1)
+        params["train"].update(hidden=8, threads=1, figure_every=1, steps_per_epoch=5)
         params["evaluate"]["baseline"].update(max_iter=5, transform_iter=5)
 
     repo, env = make_pipeline_repo(tmp_path, configure)
@@ -65,3 +65,32 @@ def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
     assert (repo.parent / "plots-html" / "index.html").is_file()
     # The TensorBoard run is named after the experiment.
     assert (repo / "runs" / "k4").is_dir()
+
+
+def test_a_fresh_clone_after_dvc_pull_is_up_to_date(pipeline_repo, tmp_path):
+    """The checkpoint is no DVC output and every uncached output is in git, so `dvc pull` into
+    a new clone gives a clean `dvc status` and `dvc repro` runs nothing."""
+    repo, env = pipeline_repo
+    remote = tmp_path / "dvc-remote"
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], repo, env)
+    run(["dvc", "push", "-q"], repo, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    run(["dvc", "remote", "add", "-d", "--local", "store", str(remote)], clone, env)
+    run(["dvc", "pull", "-q"], clone, env)
+    assert not (clone / "checkpoints").exists()
+    assert json.loads(run(["dvc", "status", "--json"], clone, env)) == {}
+    assert "Running stage" not in run(["dvc", "repro"], clone, env)
+    run(["dvc", "remote", "remove", "store"], repo, env)
+
+
+def test_another_data_split_retrains_from_scratch(pipeline_repo):
+    """A changed data param must never resume the old training (its checkpoint fingerprint
+    covers the data): the model differs."""
+    repo, env = pipeline_repo
+    before = (repo / "models/model.pt").read_bytes()
+    out = run(["dvc", "exp", "run", "-S", "data.seed=1", "--name", "seed1"], repo, env)
+    assert "Running stage 'normalize'" in out and "Running stage 'train'" in out
+    assert "resuming" not in out
+    assert (repo / "models/model.pt").read_bytes() != before
+    assert not (repo / "checkpoints" / "train.pt").exists()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.training import TrainConfig, Trainer
@@ -32,24 +35,27 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("precision", "fp16", "params.yaml train.precision: must be fp32, tf32 or bf16 (got 'fp16')"),
+    ("precision", "fp16", "params.yaml train.precision: must be one of fp32, tf32, bf16 (got 'fp16')"),
     ("precision", "BF16", "params.yaml train.precision"),
     ("compile", "yes", "params.yaml train.compile: must be true or false (got 'yes')"),
     ("compile", 1, "params.yaml train.compile"),
 ])
 def test_invalid_precision_or_compile_names_the_param(name, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        TrainConfig.from_params({"train": {name: value}})
+        TrainConfig(**{name: value}).validate()
 
 
 def test_params_yaml_keys_and_defaults():
-    config = TrainConfig.from_params({"train": {"precision": "bf16", "compile": True}})
-    assert (config.precision, config.compile) == ("bf16", True)
-    default = TrainConfig.from_params({"train": {}})
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    default = TrainConfig.from_params(params)
     assert (default.precision, default.compile) == ("fp32", False)
+    params["train"].update(precision="bf16", compile=True)
+    config = TrainConfig.from_params(params)
+    assert (config.precision, config.compile) == ("bf16", True)
     # Both change the result, so a checkpoint written with other values is not resumed.
-    assert len({default.fingerprint(), config.fingerprint(), tiny_config(compile=True).fingerprint(),
-                tiny_config().fingerprint()}) == 4
+    fingerprints = {json.dumps(c.settings_fingerprint(), sort_keys=True)
+                    for c in (default, config, tiny_config(compile=True), tiny_config())}
+    assert len(fingerprints) == 4
 
 
 def test_bf16_on_cpu_trains_with_finite_fp32_loss(utterances):

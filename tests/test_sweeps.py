@@ -41,7 +41,7 @@ def sweep_repo(tmp_path_factory):
     def configure(params):
         params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
         params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
-        params["train"].update(hidden=8, threads=1, figure_every=1000)
+        params["train"].update(hidden=8, threads=1, figure_every=1000, steps_per_epoch=5)
         params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
         params["plot"].update(dpi=40, max_gestures=4)
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gestural.metrics import kernel_recovery
 from gestural.synthetic import SyntheticConfig, generate
-from gestural.training import TrainConfig, Trainer, load_model, write_training_outputs
+from gestural.params import ParamsError
+from gestural.training import (TrainConfig, Trainer, TrainingDataError, load_model, resolve_device,
+                               write_training_outputs)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,7 @@ def planted_problem():
 
 
 def small_config(**overrides) -> TrainConfig:
-    settings = dict(num_gestures=16, win_size=10, segment_len=500, batch_size=16, epochs=80, hidden=32,
+    settings = dict(num_gestures=16, win_size=10, segment_len=500, batch_size=16, epochs=80, steps_per_epoch=5, hidden=32,
                     peak_window=5, threads=1, lr=0.005, l1_weight=0.0, beta=1e-4, figure_every=1000)
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -89,14 +95,21 @@ def test_outputs_are_written_and_the_model_loads_alone(planted_problem, tmp_path
     result = Trainer(config, train, test, progress=False).fit()
     normalization = {"low": [0.0] * 12, "high": [1.0] * 12}
     write_training_outputs(result, config, normalization, tmp_path / "models", tmp_path / "train.json",
-                           tmp_path / "curve.csv")
+                           tmp_path / "curve.csv", tmp_path / "timing.json")
     gestures = np.load(tmp_path / "models" / "gestures.npy")
     assert gestures.shape == (16, 12, 10) and gestures.dtype == np.float32 and (gestures >= 0).all()
     model, payload = load_model(tmp_path / "models" / "model.pt")
     torch.testing.assert_close(model.decoder.gesture_kernels, torch.from_numpy(gestures))
     assert payload["normalization"] == normalization
     metrics = json.loads((tmp_path / "train.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["frames_per_second"] > 0 and metrics["seconds"] > 0
+    assert metrics["epochs"] == 2 and metrics["steps"] == 2 * config.steps_per_epoch
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["frames_per_second"] > 0 and timing["seconds"] > 0 and "seconds" not in metrics
+    # The same weights give the same bytes (torch.save would record a temporary file name).
+    first = (tmp_path / "models" / "model.pt").read_bytes()
+    write_training_outputs(result, config, normalization, tmp_path / "models", tmp_path / "train.json",
+                           tmp_path / "curve.csv", tmp_path / "timing.json")
+    assert (tmp_path / "models" / "model.pt").read_bytes() == first
     rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
 
@@ -105,30 +118,81 @@ def test_fine_tuning_refuses_a_model_of_another_shape(planted_problem, tmp_path)
     train, test, _ = planted_problem
     config = small_config(epochs=1)
     result = Trainer(config, train, test, progress=False).fit()
-    write_training_outputs(result, config, {}, tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
+    write_training_outputs(result, config, {}, tmp_path, tmp_path / "m.json", tmp_path / "c.csv", tmp_path / "t.json")
     same = small_config(epochs=1, init=str(tmp_path / "model.pt"))
     trainer = Trainer(same, train, test, progress=False)
     torch.testing.assert_close(trainer.model.decoder.kernels_raw, result.model.decoder.kernels_raw)
     other = small_config(epochs=1, num_gestures=17, init=str(tmp_path / "model.pt"))
-    with pytest.raises(ValueError, match="num_gestures=16 but params.yaml asks for num_gestures=17"):
+    with pytest.raises(ParamsError, match="train.init: .*num_gestures=16 but params.yaml asks for num_gestures=17"):
         Trainer(other, train, test, progress=False)
 
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(win_size=600, segment_len=500), "params.yaml win_size: must be <= segment_len"),
     (dict(num_gestures=0), "params.yaml num_gestures: must be an integer >= 1"),
-    (dict(model="gan"), "params.yaml model: must be 'ae' or 'vae'"),
-    (dict(loss="huber"), "params.yaml loss: must be 'l1' or 'mse'"),
-    (dict(l1_weight=-1.0), "params.yaml train.l1_weight: must be >= 0"),
-    (dict(beta=-0.1), "params.yaml train.beta: must be >= 0"),
+    (dict(num_gestures=True), "params.yaml num_gestures: must be an integer >= 1"),
+    (dict(num_gestures=100000), "params.yaml num_gestures: must be an integer >= 1 and <= 4096"),
+    (dict(model="gan"), "params.yaml model: must be one of ae, vae"),
+    (dict(loss="huber"), "params.yaml loss: must be one of mse, l1"),
+    (dict(seed=-1), "params.yaml seed: must be an integer >= 0"),
+    (dict(l1_weight=-1.0), "params.yaml train.l1_weight: must be a finite number >= 0"),
+    (dict(lr="abc"), "params.yaml train.lr: must be a finite number > 0"),
+    (dict(lr=float("inf")), "params.yaml train.lr: must be a finite number > 0"),
+    (dict(hidden=1.5), "params.yaml train.hidden: must be an integer >= 1"),
+    (dict(threads=1.5), "params.yaml train.threads: must be an integer >= 0"),
+    (dict(eval_batch_size=1.5), "params.yaml train.eval_batch_size: must be an integer >= 1"),
+    (dict(run_name=123), "params.yaml train.run_name: must be null or a name"),
+    (dict(beta=-0.1), "params.yaml train.beta: must be a finite number >= 0"),
     (dict(device="tpu"), "params.yaml device: must be auto, cpu, cuda"),
+    (dict(device=0), "params.yaml device: must be auto, cpu, cuda"),
+    (dict(device="cuda:abc"), "params.yaml device: must be auto, cpu, cuda"),
     (dict(init="pretrained"), "params.yaml train.init: must be random, kmeans or the path"),
+    (dict(kernels="positive"), "params.yaml train.kernels: must be one of nonnegative, signed"),
 ])
 def test_bad_params_fail_naming_the_param(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ParamsError, match=message):
         TrainConfig(**overrides).validate()
 
 
-def test_unknown_train_key_is_refused():
-    with pytest.raises(ValueError, match=r"train: unknown key\(s\) \['lr_max'\]"):
-        TrainConfig.from_params({"num_gestures": 5, "train": {"lr_max": 1.0}})
+def test_unknown_or_missing_train_keys_are_refused():
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    TrainConfig.from_params(params)  # the committed file is complete
+    params["train"]["lr_max"] = 1.0
+    with pytest.raises(ParamsError, match=r"train: unknown key\(s\) \['lr_max'\]"):
+        TrainConfig.from_params(params)
+    del params["train"]["lr_max"], params["train"]["lr"]
+    with pytest.raises(ParamsError, match=r"train: missing key\(s\) \['lr'\]"):
+        TrainConfig.from_params(params)
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_one_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ParamsError, match="params.yaml device: 'cuda' asked for, but torch sees no CUDA GPU"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda u: [x[:, :5] for x in u], "every training utterance is shorter than win_size"),
+    (lambda u: [np.zeros_like(x) for x in u], "every channel of every training utterance is constant"),
+])
+def test_data_that_cannot_train_is_refused_with_a_reason(planted_problem, make, message):
+    train, test, _ = planted_problem
+    with pytest.raises(TrainingDataError, match=message):
+        Trainer(small_config(epochs=1), make(train), test, progress=False)
+
+
+def test_a_checkpoint_from_other_data_or_a_broken_one_starts_fresh(planted_problem, tmp_path):
+    train, test, _ = planted_problem
+    checkpoint = tmp_path / "train.pt"
+    config = small_config(epochs=1)
+    Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).fit()
+    assert Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).start_epoch == 1
+    # Other training data (another speaker, another split, another normalisation): fresh.
+    shifted = [x * 0.5 for x in train]
+    assert Trainer(config, shifted, test, checkpoint_path=checkpoint, progress=False).start_epoch == 0
+    # Not a dict, or not a checkpoint at all: fresh, every time, without deleting by hand.
+    torch.save([1, 2, 3], checkpoint)
+    assert Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).start_epoch == 0
+    checkpoint.write_bytes(b"garbage")
+    assert Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).start_epoch == 0

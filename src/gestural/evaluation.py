@@ -31,11 +31,13 @@ import numpy as np
 import torch
 
 from . import ema
+from .activation import activation_metrics, raw_channel_floor
+from .ground_truth import load_activations
 from .batches import UtteranceStore
 from .cnmf import ConvNMF
 from .dataset import CorpusFileError, NormalizedCorpus
 from .io import atomic_dir, json_safe, write_json, write_text
-from .metrics import (convolve_scores, kernel_recovery, onset_f1, reconstruction_metrics, score_sparsity,
+from .metrics import (convolve_scores, distinct_gestures, kernel_recovery, onset_f1, reconstruction_metrics, score_sparsity,
                       seqnmf_similarity)
 from .model import GesturalAutoEncoder
 from .params import ParamsError, Section
@@ -64,12 +66,19 @@ __all__ = [
 # silently absent column in `dvc metrics show`.
 METRIC_KEYS = (
     "l1", "rmse", "variance_explained", "correlation_mean", "correlation_per_channel",
-    "hoyer_across_gestures", "hoyer_across_time", "gestures_in_use", "num_gestures_in_use",
+    "hoyer_across_gestures", "hoyer_across_time", "gestures_in_use", "num_gestures_in_use", "distinct_gestures",
     "seqnmf_similarity", "kernel_cosine", "onset_f1", "onset_precision", "onset_recall",
-    "fit_seconds", "inference_seconds",
+    "activation_auc", "activation_auc_strict", "elbo_per_frame", "fit_seconds", "inference_seconds",
 )
+# What metrics/eval.json keeps of each method: the figures of merit, so that `dvc metrics diff`
+# and `dvc exp show` compare results. Everything (per-channel r, timings, per-gesture AUCs)
+# is in evaluation/details.json.
+SUMMARY_KEYS = ("variance_explained", "rmse", "activation_auc", "activation_auc_strict", "num_gestures_in_use", "distinct_gestures",
+                "hoyer_across_time",
+                "seqnmf_similarity", "kernel_cosine", "onset_f1", "elbo_per_frame")
+TIMING_KEYS = ("fit_seconds", "inference_seconds")
 # Metrics where higher is better, compared in ``neural_beats_classical``.
-COMPARED = ("variance_explained", "seqnmf_similarity", "kernel_cosine")
+COMPARED = ("variance_explained", "activation_auc", "seqnmf_similarity", "kernel_cosine")
 
 
 class EvaluationError(RuntimeError):
@@ -88,22 +97,26 @@ class BaselineParams:
     max_iter : int
         Multiplicative-update iterations of the fit (at most).
     transform_iter : int
-        Score-update iterations for the held-out utterances (kernels fixed).
-    tol : float
-        Relative cost change that stops the fit early (0: run all iterations).
+        Score-update iterations for the held-out utterances (kernels fixed), at most.
+    tol, transform_tol : float
+        Stop the fit / the transform once the cost falls by at most this fraction of the
+        data's variance per iteration, averaged over 10 iterations (0: run all iterations;
+        see :class:`gestural.cnmf.ConvNMF`).
     lambda_l1_scores, lambda_l1_kernels, lambda_xortho : float
-        Penalties (see :class:`gestural.cnmf.ConvNMF`).
+        Penalties (see :class:`gestural.cnmf.ConvNMF`; lambda_xortho is scaled by the
+        number of gesture pairs and lags, so one value suits any K and L).
     max_train_frames : int or None
         Fit on a seeded random subset of whole training utterances of about this many
         frames (None: all), to bound the fit's time on a large corpus.
     """
 
-    max_iter: int = 50
-    transform_iter: int = 30
+    max_iter: int = 500
+    transform_iter: int = 300
     tol: float = 1e-4
+    transform_tol: float = 1e-4
     lambda_l1_scores: float = 0.0
     lambda_l1_kernels: float = 0.0
-    lambda_xortho: float = 0.001
+    lambda_xortho: float = 0.1
     max_train_frames: int | None = 15000
 
     @classmethod
@@ -116,6 +129,7 @@ class BaselineParams:
             max_iter=section.integer("max_iter", minimum=1),
             transform_iter=section.integer("transform_iter", minimum=1),
             tol=section.number("tol", low=0.0, high=1.0),
+            transform_tol=section.number("transform_tol", low=0.0, high=1.0),
             lambda_l1_scores=section.number("lambda_l1_scores", low=0.0, high=math.inf),
             lambda_l1_kernels=section.number("lambda_l1_kernels", low=0.0, high=math.inf),
             lambda_xortho=section.number("lambda_xortho", low=0.0, high=math.inf),
@@ -231,6 +245,15 @@ def planted_kernels_normalised(kernels_zscored: np.ndarray, stats: dict) -> np.n
     if np.any(span <= 0):
         raise ValueError(f"stats.json: high must exceed low on every channel (high - low = {span.tolist()})")
     return kernels / span[None, :, None]
+
+
+def has_planted_kernels(truth_path: str | Path) -> bool:
+    """Whether ``ground_truth.npz`` holds planted kernels and onsets (the events corpus)."""
+    try:
+        with np.load(truth_path, allow_pickle=False) as archive:
+            return "kernels_zscored" in archive.files
+    except (ValueError, OSError) as error:
+        raise EvaluationError(f"{truth_path}: not a readable .npz file ({error})") from None
 
 
 def planted_truth(truth_path: str | Path, test_ids: Sequence[str], lengths: Sequence[int],
@@ -359,11 +382,32 @@ def neural_factorisation(model: GesturalAutoEncoder, store: UtteranceStore, batc
             reconstructions[index] = batch_reconstruction[row, :, :frames]
     synchronize(device)
     seconds = time.perf_counter() - started
+    extra = {"elbo_per_frame": held_out_elbo(model, store, batch_size)} if model.variational else {}
     return Factorised(
         gesture_kernels=model.decoder.gesture_kernels.detach().cpu().numpy(),
         baseline=model.decoder.baseline.detach().cpu().numpy(),
-        scores=scores, reconstructions=reconstructions, inference_seconds=seconds,
+        scores=scores, reconstructions=reconstructions, inference_seconds=seconds, extra=extra,
     )
+
+
+@torch.no_grad()
+def held_out_elbo(model: GesturalAutoEncoder, store: UtteranceStore, batch_size: int = 64, seed: int = 0) -> float:
+    """The VAE's evidence lower bound on the held-out utterances, nats per real frame (all
+    channels): a one-sample estimate of E_q[log p(x | h)] minus the exact KL, from a fixed seed.
+    Higher is better; it bounds the log-likelihood, so it compares models (e.g. num_gestures)."""
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        total, frames = 0.0, 0
+        for _, x, mask in store.batches(batch_size):
+            scores, kl, _ = model.encode(x, mask, sample=True)
+            nll = model.negative_log_likelihood(x, model.decoder(scores), mask)
+            real = int(mask.sum())
+            total += -(float(nll) + float(kl)) * real
+            frames += real
+    finally:
+        torch.set_rng_state(state)
+    return total / max(frames, 1)
 
 
 def _training_subset(utterances: Sequence[np.ndarray], max_frames: int | None, seed: int) -> list[np.ndarray]:
@@ -401,15 +445,18 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
     seed : int
     device : str or torch.device
     verbose : bool
-        Print the cost every 10 iterations.
+        Log the cost every 10 iterations (INFO).
 
     Returns
     -------
-    (fitted ConvNMF, fit seconds, frames fitted on)
+    (fitted ConvNMF, fit seconds, frames fitted on); the ConvNMF's ``n_iter_``,
+    ``converged_`` and ``cost_history_`` say how the fit went, and its transform settings
+    are ``params.transform_iter`` / ``transform_tol``.
     """
     params = params or BaselineParams()
     subset = _non_negative(_training_subset(train_utterances, params.max_train_frames, seed))
     cnmf = ConvNMF(num_gestures, win_size, max_iter=params.max_iter, tol=params.tol,
+                   transform_max_iter=params.transform_iter, transform_tol=params.transform_tol,
                    lambda_l1_scores=params.lambda_l1_scores, lambda_l1_kernels=params.lambda_l1_kernels,
                    lambda_xortho=params.lambda_xortho, seed=seed, device=device, verbose=verbose)
     started = time.perf_counter()
@@ -420,7 +467,13 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
 
 def classical_factorisation(cnmf: ConvNMF, utterances: Sequence[np.ndarray], transform_iter: int | None = None,
                             fit_seconds: float = math.nan) -> Factorised:
-    """Held-out scores with the fitted kernels and baseline fixed, and their reconstructions."""
+    """Held-out scores with the fitted kernels and baseline fixed, and their reconstructions.
+
+    ``transform_iter`` (default: the ConvNMF's ``transform_max_iter``) caps the score updates.
+    ``extra`` holds how the fit and the transform went: ``fit_iterations``, ``fit_converged``,
+    ``fit_cost_history`` (the cost after each iteration, a list) and the same three for the
+    transform (``transform_*``).
+    """
     started = time.perf_counter()
     scores = cnmf.transform(_non_negative(utterances), max_iter=transform_iter)
     seconds = time.perf_counter() - started
@@ -429,7 +482,11 @@ def classical_factorisation(cnmf: ConvNMF, utterances: Sequence[np.ndarray], tra
     reconstructions = [convolve_scores(torch.as_tensor(h), kernels, baseline).float().numpy() for h in scores]
     return Factorised(gesture_kernels=cnmf.gesture_kernels_, baseline=cnmf.baseline_, scores=scores,
                       reconstructions=reconstructions, fit_seconds=fit_seconds, inference_seconds=seconds,
-                      extra={"fit_iterations": cnmf.n_iter_})
+                      extra={"fit_iterations": cnmf.n_iter_, "fit_converged": cnmf.converged_,
+                             "fit_cost_history": [float(c) for c in cnmf.cost_history_],
+                             "transform_iterations": cnmf.transform_n_iter_,
+                             "transform_converged": cnmf.transform_converged_,
+                             "transform_cost_history": [float(c) for c in cnmf.transform_cost_history_]})
 
 
 # -------------------------------------------------------------------------- metrics
@@ -525,7 +582,7 @@ def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, 
 def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factorised,
                            truth: PlantedTruth | None = None, *, channels: Sequence[str] = ema.CHANNELS,
                            onset_tolerance: int = 2, onset_relative_height: float = 0.1,
-                           device="cpu") -> tuple[dict, dict | None]:
+                           device="cpu", activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None]:
     """Score one method's factorisation of the held-out utterances.
 
     Parameters
@@ -534,7 +591,9 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
         The data, unclipped.
     factorised : Factorised
     truth : PlantedTruth, optional
-        Without it the recovery metrics are None.
+        Planted kernels and onsets (events corpus); without them the recovery metrics are None.
+    activations : sequence of bool ndarray (P, T_i), optional
+        Planted gesture activity (both synthetic corpora); without it ``activation_auc`` is None.
     channels : sequence of str
         Names for the per-channel correlations.
     onset_tolerance, onset_relative_height
@@ -569,11 +628,17 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
         "hoyer_across_time": sparsity["hoyer_across_time"],
         "gestures_in_use": sparsity["gestures_in_use"],
         "num_gestures_in_use": sparsity["num_gestures_in_use"],
+        "distinct_gestures": distinct_gestures(factorised.gesture_kernels, sparsity["in_use"])["distinct_gestures"],
         "seqnmf_similarity": None, "kernel_cosine": None,
         "onset_f1": None, "onset_precision": None, "onset_recall": None,
+        "activation_auc": None,
+        "activation_auc_strict": None,
+        "elbo_per_frame": None,
         "fit_seconds": factorised.fit_seconds,
         "inference_seconds": factorised.inference_seconds,
     }
+    if activations is not None:
+        metrics.update(activation_metrics(activations, factorised.scores, factorised.gesture_kernels.shape[-1]))
     matching = None
     if truth is not None:
         recovery, matching = recovery_metrics(truth, factorised.gesture_kernels, factorised.scores,
@@ -586,7 +651,8 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
 
 def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: PlantedTruth | None = None, *,
                    batch_size: int = 64, channels: Sequence[str] = ema.CHANNELS, onset_tolerance: int = 2,
-                   onset_relative_height: float = 0.1) -> tuple[dict, dict | None, Factorised]:
+                   onset_relative_height: float = 0.1,
+                   activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None, Factorised]:
     """Evaluate the network on the utterances of ``store`` (full length, masked batches).
 
     Returns
@@ -597,7 +663,8 @@ def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: Pla
     factorised = neural_factorisation(model, store, batch_size)
     metrics, matching = evaluate_factorisation(store_utterances(store), factorised, truth, channels=channels,
                                                onset_tolerance=onset_tolerance,
-                                               onset_relative_height=onset_relative_height, device=store.device)
+                                               onset_relative_height=onset_relative_height, device=store.device,
+                                               activations=activations)
     return metrics, matching, factorised
 
 
@@ -623,6 +690,9 @@ class EvaluationResult:
     examples: dict  # arrays of evaluation/examples.npz
     matching: dict  # evaluation/matching.json
     planted_kernels: np.ndarray | None
+    test_ids: list[str] = field(default_factory=list)  # held-out utterances, in the scores' order
+    neural_scores: list[np.ndarray] = field(default_factory=list)  # (K, T_i) per held-out utterance
+    win_size: int = 0  # the network's kernel length
 
 
 def _train_seconds(path: Path | None) -> float:
@@ -705,15 +775,21 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
     lengths = [u.shape[1] for u in test_utterances]
     say(f"{len(test_utterances)} held-out utterances ({sum(lengths)} frames) on {device}")
 
-    truth = None
+    truth, activations = None, None
     if truth_path is not None and Path(truth_path).is_file():
-        truth = planted_truth(truth_path, test_ids, lengths, corpus.stats)
-        say(f"ground truth: {truth.kernels.shape[0]} planted gestures from {truth_path}")
+        try:
+            names, activations = load_activations(truth_path, test_ids, lengths)
+        except ValueError as error:
+            raise EvaluationError(f"{error} (run `dvc repro download`)") from None
+        say(f"ground truth: activations of {len(names)} planted gestures from {truth_path}")
+        if has_planted_kernels(truth_path):  # the events corpus: kernels and onsets too
+            truth = planted_truth(truth_path, test_ids, lengths, corpus.stats)
     else:
         say(f"no ground truth ({truth_path} absent): recovery metrics skipped")
     scoring = dict(channels=channels, onset_tolerance=params.onset_tolerance,
-                   onset_relative_height=params.onset_relative_height)
+                   onset_relative_height=params.onset_relative_height, activations=activations)
     classical_scoring = dict(scoring, device=device)
+    floor = raw_channel_floor(activations, test_utterances, model.config.win_size) if activations is not None else None
 
     say("neural: factorising held-out utterances")
     store = UtteranceStore(test_utterances, device)
@@ -745,7 +821,8 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
     metrics = json_safe({
         "neural": neural_metrics,
         "classical": classical_metrics,
-        "ground_truth": truth is not None,
+        "raw_channels": floor,
+        "ground_truth": activations is not None,
         "test_utterances": len(test_utterances),
         "test_frames": int(sum(lengths)),
         "neural_beats_classical": {key: beats(key) for key in COMPARED},
@@ -772,23 +849,33 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
                             classical_kernels=np.asarray(classical.gesture_kernels, dtype=np.float32),
                             classical_baseline=np.asarray(classical.baseline, dtype=np.float32),
                             examples=examples, matching=matching,
-                            planted_kernels=None if truth is None else truth.kernels.astype(np.float32))
+                            planted_kernels=None if truth is None else truth.kernels.astype(np.float32),
+                            test_ids=list(test_ids), neural_scores=neural.scores, win_size=config.win_size)
 
 
 def write_outputs(result: EvaluationResult, *, metrics_path: str | Path = "metrics/eval.json",
                   plot_path: str | Path = "plots/eval/per_channel_correlation.csv",
-                  out_dir: str | Path = "evaluation") -> None:
+                  out_dir: str | Path = "evaluation", timing_path: str | Path | None = None) -> None:
     """Write eval.json, the per-channel correlation CSV and the ``evaluation/`` directory, each atomically.
+
+    Timings (fit and inference seconds), which differ on every run, go to ``timing_path`` only,
+    so that the outputs of a rerun are byte-identical; ``evaluation/details.json`` has every
+    other metric.
 
     ``evaluation/`` holds ``classical.npz`` (gesture_kernels (K, C, L), baseline (C,)),
     ``examples.npz`` (ids; x_i, {neural,classical}_reconstruction_i, {neural,classical}_scores_i,
     planted_scores_i with ground truth), ``matching.json`` and, with ground truth,
     ``planted.npz`` (kernels (P, C, L) in normalised units).
     """
+    timing = {method: {key: result.metrics[method].get(key) for key in TIMING_KEYS} for method in ("neural", "classical")}
+    details = {key: value for key, value in result.metrics.items()}
+    for method in ("neural", "classical"):
+        details[method] = {k: v for k, v in result.metrics[method].items() if k not in TIMING_KEYS}
     with atomic_dir(out_dir) as tmp:
         np.savez(tmp / "classical.npz", gesture_kernels=result.classical_kernels, baseline=result.classical_baseline)
         np.savez(tmp / "examples.npz", **result.examples)
         (tmp / "matching.json").write_text(json.dumps(result.matching, indent=2) + "\n")
+        (tmp / "details.json").write_text(json.dumps(details, indent=2) + "\n")
         if result.planted_kernels is not None:
             np.savez(tmp / "planted.npz", kernels=result.planted_kernels)
 
@@ -799,4 +886,18 @@ def write_outputs(result: EvaluationResult, *, metrics_path: str | Path = "metri
     classical = result.metrics["classical"]["correlation_per_channel"]
     rows = ["channel,neural,classical"] + [f"{c},{cell(neural[c])},{cell(classical[c])}" for c in result.channels]
     write_text(plot_path, "\n".join(rows) + "\n")
-    write_json(metrics_path, result.metrics)
+    write_json(metrics_path, summary_metrics(result.metrics))
+    if timing_path is not None:
+        write_json(timing_path, timing)
+
+
+def summary_metrics(metrics: dict) -> dict:
+    """The figures of merit of the full metrics (``SUMMARY_KEYS`` per method, the raw-channel
+    floor, the classical fit's iterations): what metrics/eval.json holds."""
+    summary = {method: {key: metrics[method].get(key) for key in SUMMARY_KEYS} for method in ("neural", "classical")}
+    summary["classical"]["fit_iterations"] = metrics["classical"].get("fit_iterations")
+    summary["classical"]["fit_converged"] = metrics["classical"].get("fit_converged")
+    floor = metrics.get("raw_channels")
+    summary["raw_channels"] = {key: floor[key] if floor else None for key in ("activation_auc", "activation_auc_strict")}
+    summary["test_frames"] = metrics["test_frames"]
+    return summary

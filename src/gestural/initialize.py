@@ -23,13 +23,14 @@ def resting_posture(utterances: list[np.ndarray], percentile: float = 5.0) -> np
     return np.percentile(np.concatenate(utterances, axis=1), percentile, axis=1).astype(np.float32)
 
 
-def kmeans_kernels(utterances: list[np.ndarray], num_gestures: int, win_size: int, seed: int) -> np.ndarray:
+def kmeans_kernels(utterances: list[np.ndarray], num_gestures: int, win_size: int, seed: int,
+                   signed: bool = False) -> np.ndarray:
     """k-means centres of win_size-frame windows above the resting posture, (K, C, L), >= 0.
 
     Windows are taken every win_size // 2 frames; the lower half by energy (rest, which
     carries no gesture) is left out so that the centres describe movements.
     """
-    baseline = resting_posture(utterances)
+    baseline = resting_posture(utterances, 50.0 if signed else 5.0)
     step = max(win_size // 2, 1)
     windows = []
     for x in utterances:
@@ -38,7 +39,8 @@ def kmeans_kernels(utterances: list[np.ndarray], num_gestures: int, win_size: in
             continue
         starts = np.arange(0, frames - win_size + 1, step)
         index = starts[:, None] + np.arange(win_size)[None, :]
-        windows.append((x[:, index] - baseline[:, None, None]).clip(min=0.0).transpose(1, 0, 2))
+        deviation = x[:, index] - baseline[:, None, None]
+        windows.append((deviation if signed else deviation.clip(min=0.0)).transpose(1, 0, 2))
     if not windows:
         raise InitError(f"init: kmeans needs training utterances of at least win_size={win_size} frames")
     windows = np.concatenate(windows).reshape(-1, x.shape[0] * win_size)
@@ -52,8 +54,10 @@ def kmeans_kernels(utterances: list[np.ndarray], num_gestures: int, win_size: in
             f"init: kmeans needs at least num_gestures={num_gestures} windows, the training data has {len(windows)}"
         )
     centres, _ = kmeans2(windows.astype(np.float64), num_gestures, minit="++", seed=rng)
-    # A small floor keeps every entry trainable (an exact zero stays in the ReLU's dead zone).
-    return (centres.clip(min=0.0) + 1e-3).reshape(num_gestures, x.shape[0], win_size).astype(np.float32)
+    if not signed:
+        # A small floor keeps every entry trainable (an exact zero stays in the ReLU's dead zone).
+        centres = centres.clip(min=0.0) + 1e-3
+    return centres.reshape(num_gestures, x.shape[0], win_size).astype(np.float32)
 
 
 def _load_problem(error: Exception) -> str:

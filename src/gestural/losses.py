@@ -44,3 +44,25 @@ def _safe_norm(h: torch.Tensor, dim) -> torch.Tensor:
 def l1_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean score mass per real frame (summed over gestures)."""
     return scores.sum() / mask.sum().clamp_min(1.0)
+
+
+def score_total_variation(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real frames of ``sum_k |H[k, t] - H[k, t-1]|`` (pairs of real frames only).
+
+    A smoothness prior: it favours scores that rise, hold and fall like gestural activations
+    over trains of spikes, while a single isolated spike costs only twice its height.
+    """
+    real = mask.to(scores.dtype)
+    both = real[:, 1:] * real[:, :-1]
+    steps = (scores[..., 1:] - scores[..., :-1]).abs() * both[:, None, :]
+    return steps.sum() / real.sum().clamp_min(1.0)
+
+
+def score_group_norm(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Group sparsity over gestures: ``sum_k ||H_k||_2`` over the batch's real frames, per
+    sqrt(real frame). It switches whole gestures off, so duplicates of one gesture compete
+    for its activity instead of sharing it."""
+    real = mask.to(scores.dtype)
+    h = scores * real[:, None, :]
+    per_gesture = h.square().sum((0, 2)).clamp_min(1e-12).sqrt()
+    return per_gesture.sum() / real.sum().clamp_min(1.0).sqrt()

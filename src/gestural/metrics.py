@@ -25,7 +25,11 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from scipy.signal import find_peaks
 
+# Kernels this similar (lag-tolerant cosine) are one gesture twice.
+DUPLICATE_COSINE = 0.9
+
 __all__ = [
+    "distinct_gestures",
     "convolve_scores",
     "factor_reconstructions",
     "reconstruction_metrics",
@@ -275,6 +279,7 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
         pooled real frames (unused gestures count 0);
         ``gestures_in_use``: fraction of the K gestures in use;
         ``num_gestures_in_use``: their number;
+        ``in_use``: list of K flags;
         ``contribution``: list of the K contributions.
     """
     scores, _ = _batched(scores, "scores")
@@ -310,6 +315,7 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
         "hoyer_across_time": across_time.item(),
         "gestures_in_use": count / num_gestures,
         "num_gestures_in_use": count,
+        "in_use": [bool(v) for v in in_use.cpu()],
         "contribution": [float(v) for v in contribution.cpu()],
     }
 
@@ -409,6 +415,39 @@ def kernel_recovery(planted, learned, max_lag: int | None = None) -> dict:
         "assignment": [(int(p), int(k), int(lags_np[p, k])) for p, k in zip(rows, cols)],
         "cosine_matrix": cos_np.tolist(),
     }
+
+
+def distinct_gestures(kernels, in_use, threshold: float = DUPLICATE_COSINE) -> dict:
+    """How many different gestures the kernels in use are, up to a shift in time.
+
+    Two kernels whose lag-tolerant cosine is at least ``threshold`` are duplicates (the same
+    movement, possibly delayed); duplicates are grouped transitively (single linkage) and each
+    group counts once.
+
+    Parameters
+    ----------
+    kernels : array or tensor, (K, C, L)
+    in_use : sequence of bool, (K,)
+        Which kernels the scores use (see :func:`score_sparsity`).
+    threshold : float
+        Cosine above which two kernels are the same gesture.
+
+    Returns
+    -------
+    dict with ``distinct_gestures`` (the number of groups) and ``groups`` (lists of kernel
+    indices, largest group first).
+    """
+    kernels = _kernel_array(kernels, "kernels")
+    used = [k for k, flag in enumerate(in_use) if flag]
+    if not used:
+        return {"distinct_gestures": 0, "groups": []}
+    cos, _ = _lag_cosine_matrix(kernels[used], kernels[used], None)
+    from scipy.sparse.csgraph import connected_components
+
+    count, labels = connected_components((cos.numpy() >= threshold).astype(np.int8), directed=False)
+    groups = [[used[i] for i in np.flatnonzero(labels == g)] for g in range(count)]
+    groups.sort(key=lambda g: (-len(g), g[0]))
+    return {"distinct_gestures": int(count), "groups": groups}
 
 
 # --------------------------------------------------------------- seqNMF similarity

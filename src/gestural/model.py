@@ -14,15 +14,20 @@ Frobenius norm in the forward pass, so the amplitude of a gesture lives in its s
 removes the W-up/H-down scale ambiguity that would otherwise let any penalty on H be
 defeated by growing W.
 
-``model: vae`` makes the encoder output a posterior over non-negative scores. We use a
-rectified Gaussian, h = relu(mu + sigma * eps): it puts real probability mass on exactly
-zero (a gesture that is off), unlike a log-normal, and its reparameterised sample has a
-gradient wherever the gesture is on. The prior is the same family with mu = prior_mean <= 0
-and sigma = prior_std, i.e. most of its mass on zero: it favours sparse scores. The KL
-between the underlying Gaussians bounds the KL between the rectified ones (data processing
-inequality), so beta * KL is a valid (upper-bounding) regulariser. At inference the
-posterior mean of the rectified Gaussian, E[relu(N(mu, s^2))] = mu Phi(mu/s) + s phi(mu/s),
-is used.
+``model: vae`` makes the model a variational auto-encoder with a stated ELBO:
+
+* posterior: a rectified Gaussian per score, h = relu(mu + sigma * eps), which puts real
+  probability mass on exactly zero (a gesture that is off) and has a reparameterised
+  gradient wherever the gesture is on;
+* prior: the same family with a learned location and scale per gesture (empirical Bayes),
+  started at ``prior_mean`` <= 0 so that most of its mass is on zero: a sparse prior;
+* likelihood: Gaussian, x ~ N(x_hat, s_c^2), with a learned noise scale s_c per channel.
+
+The KL between two rectified Gaussians is exact (:func:`rectified_gaussian_kl`): the point
+masses at zero plus the truncated Gaussian parts. The negative ELBO per real frame is
+``sum_c NLL_c + beta * sum_k KL_k``; ``beta = 1`` is the ELBO itself. At inference the
+posterior mean E[relu(N(mu, s^2))] = mu Phi(mu/s) + s phi(mu/s) is used, and its standard
+deviation is the score's uncertainty.
 """
 
 from __future__ import annotations
@@ -35,6 +40,43 @@ import torch.nn.functional as F
 from torch import nn
 
 NUM_CHANNELS = 12
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-z / math.sqrt(2.0))
+
+
+def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z.square() - _LOG_SQRT_2PI)
+
+
+def rectified_gaussian_kl(mu: torch.Tensor, std: torch.Tensor, prior_mu: torch.Tensor,
+                          prior_std: torch.Tensor) -> torch.Tensor:
+    """KL(relu(N(mu, std^2)) || relu(N(prior_mu, prior_std^2))), elementwise, exact.
+
+    Both distributions have a point mass at 0 (the Gaussian's mass below 0) and the Gaussian
+    density above 0. With a = mu / std, Z = Phi(a) the mass above 0, and the truncated moments
+    M1 = phi(a), M2 = Z - a phi(a) of u = (h - mu) / std:
+
+        KL = (1 - Z) log((1 - Z) / P0) + Z log(prior_std / std) - M2 / 2
+             + (std^2 M2 + 2 std (mu - prior_mu) M1 + (mu - prior_mu)^2 Z) / (2 prior_std^2)
+
+    with P0 = Phi(-prior_mu / prior_std) the prior's mass at 0.
+    """
+    a = mu / std
+    mass_on = _normal_cdf(a)
+    mass_off = _normal_cdf(-a)
+    m1 = _normal_pdf(a)
+    m2 = mass_on - a * m1
+    prior_off = _normal_cdf(-prior_mu / prior_std).clamp_min(1e-12)
+    diff = mu - prior_mu
+    point = torch.xlogy(mass_off, mass_off) - mass_off * prior_off.log()
+    continuous = (mass_on * (prior_std.log() - std.log()) - 0.5 * m2
+                  + (std.square() * m2 + 2 * std * diff * m1 + diff.square() * mass_on) / (2 * prior_std.square()))
+    return (point + continuous).clamp_min(0.0)  # >= 0 exactly; the clamp absorbs rounding
+KERNEL_KINDS = ("nonnegative", "signed")
+DEAD_GRADIENT = 0.1  # gradient slope of a switched-off score in training (see _rectify)
 
 
 @dataclass
@@ -49,6 +91,8 @@ class ModelConfig:
     peak_window: int = 5
     prior_mean: float = -1.0
     prior_std: float = 1.0
+    kernels: str = "nonnegative"  # or "signed": gestures may move a sensor either way
+    response_frames: int = 0  # > 0: scores drive a learned critically damped response this long
 
     def validate(self) -> None:
         if self.num_gestures < 1:
@@ -63,6 +107,33 @@ class ModelConfig:
             raise ValueError(f"params.yaml train.peak_window: must be >= 0 (got {self.peak_window})")
         if self.prior_std <= 0:
             raise ValueError(f"params.yaml train.prior_std: must be > 0 (got {self.prior_std})")
+        if self.response_frames < 0:
+            raise ValueError(f"params.yaml train.response_frames: must be >= 0 (got {self.response_frames})")
+        if self.kernels not in KERNEL_KINDS:
+            raise ValueError(f"params.yaml train.kernels: must be one of {', '.join(KERNEL_KINDS)} (got {self.kernels!r})")
+
+
+class _RevivableReLU(torch.autograd.Function):
+    """relu(z) whose backward pass, below zero, lets through (scaled by DEAD_GRADIENT) only the
+    gradient that would raise z.
+
+    The values are exactly relu(z): scores are non-negative and exactly zero where a gesture
+    is off. A plain ReLU gives a switched-off gesture no gradient at all: on continuous
+    movement most gestures were switched off in the first steps and never came back (4 of 40
+    in use). Letting every gradient through below zero instead drove z ever lower and training
+    diverged. With only the raising part, a gesture comes back where the reconstruction gains
+    more from it than its L1 cost, as a proximal-gradient step would decide.
+    """
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clamp_min(0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return torch.where(z > 0, grad, DEAD_GRADIENT * grad.clamp(max=0.0))
 
 
 class ScoreEncoder(nn.Module):
@@ -100,14 +171,22 @@ class GestureDecoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.signed = config.kernels == "signed"
+        self.response_frames = config.response_frames
+        # Response rate per frame, started at 5 Hz (between consonant and vowel stiffness).
+        self.log_rate = (nn.Parameter(torch.full((config.num_gestures,), math.log(2 * math.pi * 5.0 / 200.0)))
+                         if config.response_frames else None)
         self.kernels_raw = nn.Parameter(torch.empty(config.num_gestures, config.num_channels, config.win_size))
         self.baseline_raw = nn.Parameter(torch.zeros(config.num_channels))
-        nn.init.uniform_(self.kernels_raw, 0.0, 1.0)
+        if self.signed:
+            nn.init.normal_(self.kernels_raw)
+        else:
+            nn.init.uniform_(self.kernels_raw, 0.0, 1.0)
 
     @property
     def gesture_kernels(self) -> torch.Tensor:
-        """Non-negative kernels, each of unit Frobenius norm: (K, C, L)."""
-        kernels = F.relu(self.kernels_raw)
+        """The kernels, each of unit Frobenius norm, (K, C, L); rectified unless signed."""
+        kernels = self.kernels_raw if self.signed else F.relu(self.kernels_raw)
         norms = kernels.flatten(1).norm(dim=1).clamp_min(1e-8)
         return kernels / norms[:, None, None]
 
@@ -115,9 +194,34 @@ class GestureDecoder(nn.Module):
     def baseline(self) -> torch.Tensor:
         return F.relu(self.baseline_raw)
 
+    @property
+    def responses(self) -> torch.Tensor | None:
+        """Each gesture's critically damped impulse response, (K, R), summing to 1, or None.
+
+        In task dynamics an activation drives its tract variable through a critically damped
+        second-order system, h(t) = w^2 t exp(-w t); the kernel then maps that movement onto
+        the sensors. With it the score can be the activation itself (rising when the gesture
+        starts, held while it lasts) rather than a trace that lags the movement. The rate w
+        is learned per gesture (a large w makes h an impulse: no dynamics).
+        """
+        if self.log_rate is None:
+            return None
+        steps = torch.arange(self.response_frames, device=self.log_rate.device, dtype=self.log_rate.dtype) + 0.5
+        rate = self.log_rate.clamp(-5.0, 1.0).exp()[:, None]
+        shape = steps[None, :] * torch.exp(-rate * steps[None, :])
+        return shape / shape.sum(dim=1, keepdim=True)
+
+    def drive(self, scores: torch.Tensor) -> torch.Tensor:
+        """The scores filtered by each gesture's response (causal), or as they are."""
+        responses = self.responses
+        if responses is None:
+            return scores
+        kernel = responses.flip(-1)[:, None, :]  # conv1d correlates: flip for a causal convolution
+        return F.conv1d(F.pad(scores, (self.response_frames - 1, 0)), kernel, groups=scores.shape[1])
+
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         frames = scores.shape[-1]
-        signal = F.conv_transpose1d(scores, self.gesture_kernels)[..., :frames]
+        signal = F.conv_transpose1d(self.drive(scores), self.gesture_kernels)[..., :frames]
         return signal + self.baseline[None, :, None]
 
     @torch.no_grad()
@@ -128,7 +232,8 @@ class GestureDecoder(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         """Clamp the stored tensors to >= 0 (keeps them out of the ReLU's dead zone)."""
-        self.kernels_raw.clamp_(min=0.0)
+        if not self.signed:
+            self.kernels_raw.clamp_(min=0.0)
         self.baseline_raw.clamp_(min=0.0)
 
 
@@ -138,7 +243,8 @@ class Factorisation:
 
     reconstruction: torch.Tensor  # (B, C, T)
     scores: torch.Tensor  # (B, K, T), >= 0, zero on padded frames
-    kl: torch.Tensor  # scalar, 0 for the AE
+    kl: torch.Tensor  # scalar: nats per real frame (summed over gestures), 0 for the AE
+    score_std: torch.Tensor | None = None  # (B, K, T) posterior std of the scores (VAE only)
 
 
 class GesturalAutoEncoder(nn.Module):
@@ -160,6 +266,11 @@ class GesturalAutoEncoder(nn.Module):
         if self.variational:
             with torch.no_grad():
                 last.bias[config.num_gestures:] = -7.0  # tiny initial posterior std, like the AE scores
+            # The prior's location and log scale per gesture, and the likelihood's log noise
+            # scale per channel: learned, so that beta = 1 is an honest ELBO.
+            self.prior_loc = nn.Parameter(torch.full((config.num_gestures,), float(config.prior_mean)))
+            self.prior_log_scale = nn.Parameter(torch.full((config.num_gestures,), math.log(config.prior_std)))
+            self.log_noise = nn.Parameter(torch.full((config.num_channels,), math.log(0.05)))
 
     def keep_peaks(self, scores: torch.Tensor) -> torch.Tensor:
         """Zero every score that is not the largest within +-peak_window frames of itself.
@@ -176,28 +287,45 @@ class GesturalAutoEncoder(nn.Module):
         local_max = F.max_pool1d(scores, width, stride=1, padding=self.config.peak_window)
         return scores * (scores >= local_max)
 
+    def _rectify(self, z: torch.Tensor) -> torch.Tensor:
+        """relu(z); in training a switched-off score still gets the gradient that would switch
+        it on (see :class:`_RevivableReLU`)."""
+        if self.training and torch.is_grad_enabled():
+            return _RevivableReLU.apply(z)
+        return F.relu(z)
+
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = False):
-        """Scores (B, K, T) and KL. ``sample`` draws from the VAE posterior, else its mean."""
+        """Scores (B, K, T), KL and the scores' posterior std (None for the AE).
+
+        ``sample`` draws from the VAE posterior, else takes its mean. The KL is summed over
+        gestures and averaged over real frames (nats per frame).
+        """
         mask = mask[:, None, :].to(x.dtype)
         out = self.encoder(x, mask)
         if not self.variational:
-            return self.keep_peaks(F.relu(out) * mask), out.new_zeros(())
+            return self.keep_peaks(self._rectify(out) * mask), out.new_zeros(()), None
         k = self.config.num_gestures
         mu, log_std = out[:, :k], out[:, k:].clamp(-9.0, 2.0)
         std = log_std.exp()
-        if sample:
-            scores = F.relu(mu + std * torch.randn_like(mu))
-        else:
-            ratio = mu / std
-            normal = torch.distributions.Normal(0.0, 1.0)
-            scores = mu * normal.cdf(ratio) + std * normal.log_prob(ratio).exp()
-        # KL(N(mu, std) || N(prior_mean, prior_std)) per score, over real frames only.
-        p_mu, p_std = self.config.prior_mean, self.config.prior_std
-        kl = math.log(p_std) - log_std + (std**2 + (mu - p_mu) ** 2) / (2 * p_std**2) - 0.5
-        # Mean per score (gesture x real frame), so that beta does not scale with K.
-        kl = (kl * mask).sum() / (mask.sum() * k).clamp_min(1.0)
-        return self.keep_peaks(scores * mask), kl
+        a = mu / std
+        mass_on, density = _normal_cdf(a), _normal_pdf(a)
+        mean = mu * mass_on + std * density
+        second = (mu.square() + std.square()) * mass_on + mu * std * density
+        spread = (second - mean.square()).clamp_min(0.0).sqrt()
+        scores = self._rectify(mu + std * torch.randn_like(mu)) if sample else mean
+        prior_loc = self.prior_loc[None, :, None]
+        prior_std = self.prior_log_scale.clamp(-5.0, 3.0).exp()[None, :, None]
+        kl = rectified_gaussian_kl(mu, std, prior_loc, prior_std)
+        kl = (kl * mask).sum() / mask.sum().clamp_min(1.0)
+        return self.keep_peaks(scores * mask), kl, spread * mask
+
+    def negative_log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """VAE: Gaussian NLL with the learned noise scale, summed over channels, mean per real frame."""
+        log_noise = self.log_noise.clamp(-9.0, 2.0)[None, :, None]
+        nll = 0.5 * ((x - x_hat) / log_noise.exp()).square() + log_noise + _LOG_SQRT_2PI
+        real = mask[:, None, :].to(x.dtype)
+        return (nll * real).sum() / real.sum().clamp_min(1.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorisation:
-        scores, kl = self.encode(x, mask, sample=self.training)
-        return Factorisation(self.decoder(scores), scores, kl)
+        scores, kl, spread = self.encode(x, mask, sample=self.training)
+        return Factorisation(self.decoder(scores), scores, kl, spread)

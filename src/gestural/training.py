@@ -13,10 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
+import logging
 import math
 import os
 import random
+import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,7 +35,10 @@ from .batches import CropSampler, UtteranceStore
 from .initialize import kmeans_kernels, load_pretrained_, resting_posture
 from .io import atomic_path
 from .metrics import score_sparsity
-from .model import Factorisation, GesturalAutoEncoder, ModelConfig
+from .params import ParamsError
+from .model import KERNEL_KINDS, Factorisation, GesturalAutoEncoder, ModelConfig
+
+log = logging.getLogger(__name__)
 
 _TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss",
               "epochs", "seed", "device")
@@ -40,6 +47,14 @@ _TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size",
 # (no effect on the CPU); bf16: the forward pass under bfloat16 autocast, the loss, weights,
 # gradients and optimiser state in fp32 (runs on the CPU too, but is usually slower there).
 PRECISIONS = ("fp32", "tf32", "bf16")
+# Sizes past these are typos (num_gestures: 100000 would ask for gigabytes of scores per batch).
+MAX_GESTURES, MAX_WIN_SIZE, MAX_SEGMENT_LEN = 4096, 1000, 100_000
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+_RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# Knobs that change how a run is watched or scheduled, never its result: they are left out
+# of the checkpoint fingerprint (and are not stage params in dvc.yaml).
+HPARAM_METRICS = ("hparam/test_reconstruction", "hparam/gestures_in_use")
+RUN_ONLY = ("run_name", "figure_every", "eval_batch_size", "threads")
 
 
 @dataclass
@@ -56,6 +71,7 @@ class TrainConfig:
     epochs: int = 50
     seed: int = 0
     device: str = "auto"
+    steps_per_epoch: int = 40
     lr: float = 5e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
@@ -64,11 +80,16 @@ class TrainConfig:
     peak_window: int = 5
     init: str = "kmeans"
     l1_weight: float = 0.03
+    kernels: str = "nonnegative"
+    response_frames: int = 0
+    smoothness_weight: float = 0.0
+    group_weight: float = 0.0
     hoyer_gestures_weight: float = 0.1
     hoyer_gestures_target: float = 0.9
     hoyer_time_weight: float = 0.1
     hoyer_time_target: float = 0.95
-    beta: float = 1e-4
+    beta: float = 1.0
+    kl_warmup_fraction: float = 0.3
     prior_mean: float = -1.0
     prior_std: float = 1.0
     figure_every: int = 10
@@ -80,72 +101,156 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
-        values = {key: params[key] for key in _TOP_LEVEL if key in params}
-        section = params.get("train") or {}
+        """The top-level keys and the ``train:`` section; every key must be there (params.yaml
+        is where the defaults live) and no other."""
+        missing = [key for key in _TOP_LEVEL if key not in params]
+        if missing:
+            raise ParamsError(f"params.yaml: missing key(s) {missing}")
+        section = params.get("train")
+        if not isinstance(section, dict):
+            raise ParamsError(f"params.yaml train: must be a mapping of training settings (got {section!r})")
         known = {f.name for f in dataclasses.fields(cls)} - set(_TOP_LEVEL)
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ValueError(f"params.yaml train: unknown key(s) {unknown}; known: {sorted(known)}")
-        values.update(section)
-        config = cls(**values)
+            raise ParamsError(f"params.yaml train: unknown key(s) {unknown}; known: {sorted(known)}")
+        absent = sorted(known - set(section))
+        if absent:
+            raise ParamsError(f"params.yaml train: missing key(s) {absent}")
+        config = cls(**{key: params[key] for key in _TOP_LEVEL}, **section)
         config.validate()
         return config
 
     def validate(self) -> None:
-        """Refuse impossible settings before any work, naming the param."""
+        """Refuse impossible settings before any work, naming the param (types included:
+        YAML's ``true`` is no integer, ``1.5`` no count, ``.inf`` no learning rate)."""
 
-        def need(ok: bool, name: str, what: str) -> None:
+        def fail(name: str, what: str) -> None:
+            where = name if name in _TOP_LEVEL else f"train.{name}"
+            raise ParamsError(f"params.yaml {where}: {what} (got {getattr(self, name)!r})")
+
+        def integer(name: str, low: int, high: int | None = None) -> None:
+            value = getattr(self, name)
+            if type(value) is not int or value < low or (high is not None and value > high):
+                fail(name, f"must be an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+
+        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False) -> None:
+            value = getattr(self, name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value > low if open_low else value >= low) and value <= high)
             if not ok:
-                where = name if name in _TOP_LEVEL else f"train.{name}"
-                raise ValueError(f"params.yaml {where}: {what} (got {getattr(self, name)!r})")
+                bound = f"> {low}" if open_low else f">= {low}"
+                fail(name, f"must be a finite number {bound}" + (f" and <= {high}" if high != math.inf else ""))
 
-        need(isinstance(self.num_gestures, int) and self.num_gestures >= 1, "num_gestures", "must be an integer >= 1")
-        need(isinstance(self.win_size, int) and self.win_size >= 1, "win_size", "must be an integer >= 1")
-        need(isinstance(self.segment_len, int) and self.segment_len >= 1, "segment_len", "must be an integer >= 1")
-        need(self.win_size <= self.segment_len, "win_size", f"must be <= segment_len ({self.segment_len})")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "must be an integer >= 1")
-        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "must be an integer >= 1")
-        need(isinstance(self.sparse, bool), "sparse", "must be true or false")
-        need(self.model in ("ae", "vae"), "model", "must be 'ae' or 'vae'")
-        need(self.loss in ("l1", "mse"), "loss", "must be 'l1' or 'mse'")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-             "device", "must be auto, cpu, cuda or cuda:<index>")
-        need(self.lr > 0, "lr", "must be > 0")
-        for name in ("weight_decay", "grad_clip", "l1_weight", "hoyer_gestures_weight", "hoyer_time_weight",
-                     "beta", "warmup_fraction"):
-            need(getattr(self, name) >= 0, name, "must be >= 0")
-        need(self.warmup_fraction < 1, "warmup_fraction", "must be < 1")
+        def choice(name: str, choices: tuple) -> None:
+            if getattr(self, name) not in choices:
+                fail(name, "must be one of " + ", ".join(map(str, choices)))
+
+        def boolean(name: str) -> None:
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be true or false")
+
+        integer("num_gestures", 1, MAX_GESTURES)
+        integer("win_size", 1, MAX_WIN_SIZE)
+        integer("segment_len", 1, MAX_SEGMENT_LEN)
+        if self.win_size > self.segment_len:
+            fail("win_size", f"must be <= segment_len ({self.segment_len})")
+        integer("batch_size", 1, 65536)
+        integer("epochs", 1)
+        integer("steps_per_epoch", 1)
+        integer("seed", 0, 2**63 - 1)
+        boolean("sparse")
+        choice("model", ("ae", "vae"))
+        choice("loss", ("mse", "l1"))
+        if not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
+            fail("device", "must be auto, cpu, cuda or cuda:<index>")
+        number("lr", 0.0, open_low=True)
+        for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
+                     "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
+            number(name, 0.0)
+        number("warmup_fraction", 0.0)
+        number("kl_warmup_fraction", 0.0, 1.0)
+        if self.warmup_fraction >= 1:
+            fail("warmup_fraction", "must be < 1")
         for name in ("hoyer_gestures_target", "hoyer_time_target"):
-            need(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
-        need(self.init in ("random", "kmeans") or str(self.init).endswith(".pt"), "init",
-             "must be random, kmeans or the path of a trained model.pt")
-        need(self.hidden >= 1, "hidden", "must be >= 1")
-        need(self.peak_window >= 0, "peak_window", "must be >= 0")
-        need(self.prior_std > 0, "prior_std", "must be > 0")
-        need(self.figure_every >= 1, "figure_every", "must be >= 1")
-        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
-        need(self.threads >= 0, "threads", "must be >= 0 (0 = all cores)")
-        need(self.precision in PRECISIONS, "precision", "must be fp32, tf32 or bf16")
-        need(isinstance(self.compile, bool), "compile", "must be true or false")
+            number(name, 0.0, 1.0)
+        number("prior_mean", -math.inf)
+        number("prior_std", 0.0, open_low=True)
+        if not isinstance(self.init, str) or not (self.init in ("random", "kmeans") or self.init.endswith(".pt")):
+            fail("init", "must be random, kmeans or the path of a trained model.pt")
+        integer("hidden", 1, 8192)
+        integer("peak_window", 0)
+        integer("response_frames", 0, 1000)
+        integer("figure_every", 1)
+        integer("eval_batch_size", 1)
+        integer("threads", 0, 1024)
+        choice("precision", PRECISIONS)
+        choice("kernels", KERNEL_KINDS)
+        boolean("compile")
+        if self.run_name is not None and not (isinstance(self.run_name, str) and _RUN_NAME.fullmatch(self.run_name)):
+            fail("run_name", "must be null or a name of letters, digits, '.', '_' and '-'")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(num_gestures=self.num_gestures, win_size=self.win_size, hidden=self.hidden,
                            model=self.model, peak_window=self.peak_window, prior_mean=self.prior_mean,
-                           prior_std=self.prior_std)
+                           prior_std=self.prior_std, kernels=self.kernels, response_frames=self.response_frames)
 
-    def fingerprint(self) -> str:
-        """Hash of the settings that change the result (not the run name or figure rate)."""
-        relevant = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("run_name", "figure_every")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    def settings_fingerprint(self) -> dict:
+        """The settings that change the result (run-only knobs left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_ONLY}
+
+
+def _hash_file(path: Path, digest) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def code_version() -> str:
+    """Hash of the package's source: a checkpoint from other code is not resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode())
+        _hash_file(path, digest)
+    return digest.hexdigest()[:16]
+
+
+def run_fingerprint(config: TrainConfig, train_utterances, test_utterances) -> str:
+    """What a checkpoint must match to be resumed: settings, training data, code, init model."""
+    digest = hashlib.sha256(json.dumps(config.settings_fingerprint(), sort_keys=True).encode())
+    for split in (train_utterances, test_utterances):
+        digest.update(str(len(split)).encode())
+        for utterance in split:
+            array = np.ascontiguousarray(utterance, dtype=np.float32)
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+    digest.update(code_version().encode())
+    if config.init not in ("random", "kmeans") and Path(config.init).is_file():
+        _hash_file(Path(config.init), digest)
+    return digest.hexdigest()[:16]
+
+
+def save_torch(path: str | Path, obj) -> None:
+    """``torch.save`` atomically, byte-stable: saved to memory first, because torch records the
+    name of the file it writes (a temporary name would change the bytes on every save)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks the GPU when there is one; an absent GPU asked for by name is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (isinstance(name, str) and _DEVICE.fullmatch(name)):
+        raise ParamsError(f"params.yaml device: must be auto, cpu, cuda or cuda:<index> (got {name!r})")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"params.yaml device: {name!r} asked for, but torch sees no CUDA GPU; use auto or cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamsError(f"params.yaml device: {name!r} asked for, but torch sees no CUDA GPU; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ParamsError(f"params.yaml device: {name!r} asked for, but torch sees "
+                              f"{torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -188,12 +293,16 @@ def _as_fp32(out: Factorisation) -> Factorisation:
     """The forward pass's outputs in fp32 (they are bf16 under bf16 autocast)."""
     if out.scores.dtype == torch.float32 and out.reconstruction.dtype == torch.float32:
         return out
-    return Factorisation(out.reconstruction.float(), out.scores.float(), out.kl.float())
+    return Factorisation(out.reconstruction.float(), out.scores.float(), out.kl.float(),
+                         None if out.score_std is None else out.score_std.float())
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "sampler": generator.get_state()}
+    # numpy's state as plain values and a tensor, so that checkpoints load with weights_only.
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position),
+                                                    int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state(), "sampler": generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -201,11 +310,32 @@ def _rng_state(generator: torch.Generator) -> dict:
 
 def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingDataError(ValueError):
+    """The normalised corpus cannot train a model (too short, constant, not finite)."""
+
+
+def _check_training_data(train_utterances, test_utterances, win_size: int) -> None:
+    """Refuse data that cannot train a model, with one line saying why."""
+    if not train_utterances:
+        raise TrainingDataError("training data: no training utterances")
+    if not test_utterances:
+        raise TrainingDataError("training data: no held-out utterances (data.test_fraction too small?)")
+    longest = max(u.shape[-1] for u in train_utterances)
+    if longest < win_size:
+        raise TrainingDataError(f"training data: every training utterance is shorter than win_size ({longest} < {win_size} "
+                         "frames); lower win_size")
+    if not any(np.ptp(u, axis=-1).max() > 0 for u in train_utterances):
+        raise TrainingDataError("training data: every channel of every training utterance is constant; nothing to learn")
+    if not all(np.isfinite(u).all() for u in train_utterances):
+        raise TrainingDataError("training data: holds NaN or infinite values (rerun `dvc repro normalize`)")
 
 
 class Trainer:
@@ -220,11 +350,15 @@ class Trainer:
         resumed.
     log_dir : path or None
         TensorBoard run directory (``runs/<run name>``); None disables logging.
+    progress : bool
+        A progress bar per epoch when stderr is a terminal.
+    extra_hparams : dict, optional
+        More hparams for TensorBoard (the data params), logged beside the training config.
     """
 
     def __init__(self, config: TrainConfig, train_utterances, test_utterances, *,
                  checkpoint_path: str | Path | None = None, log_dir: str | Path | None = None,
-                 progress: bool = True):
+                 progress: bool = True, extra_hparams: dict | None = None):
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
@@ -238,17 +372,27 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.log_dir = Path(log_dir) if log_dir else None
         self.progress = progress
+        self.extra_hparams = dict(extra_hparams or {})  # e.g. the data params, for TensorBoard
 
-        self._seed_everything(config.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        _check_training_data(train_utterances, test_utterances, config.win_size)
         self.train_store = UtteranceStore(train_utterances, self.device)
         self.test_store = UtteranceStore(test_utterances, self.device)
-        self.sampler = CropSampler(self.train_store, config.segment_len, self.generator)
-        frames_per_step = config.batch_size * config.segment_len
-        self.steps_per_epoch = max(1, math.ceil(self.train_store.total_frames / frames_per_step))
+        # An epoch is a fixed number of steps, not a pass over the corpus: a small corpus
+        # trains as long as a large one.
+        self.steps_per_epoch = config.steps_per_epoch
+        self.fingerprint = run_fingerprint(config, train_utterances, test_utterances)
+        self._train_utterances = train_utterances
+        self._build()
+        self._resume()
 
+    def _build(self) -> None:
+        """Seed, then make the sampler, the initialised model, the optimiser and the schedule."""
+        config = self.config
+        self._seed_everything(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.sampler = CropSampler(self.train_store, config.segment_len, self.generator)
         self.model = GesturalAutoEncoder(config.model_config()).to(self.device)
-        self._initialise(train_utterances)
+        self._initialise(self._train_utterances)
         self._compiled_forward = self._compile() if config.compile else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         total = config.epochs * self.steps_per_epoch
@@ -264,7 +408,9 @@ class Trainer:
         self.start_epoch = 0
         # Totals over every invocation, so that a resumed run reports its whole training.
         self.trained_frames, self.train_seconds = 0, 0.0
-        self._resume()
+
+    def _reset(self) -> None:
+        self._build()
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -275,42 +421,57 @@ class Trainer:
     def _initialise(self, train_utterances) -> None:
         config = self.config
         decoder = self.model.decoder
-        decoder.init_baseline_(torch.from_numpy(resting_posture(train_utterances)).to(self.device))
+        # Non-negative kernels add movement on top of a low posture; signed ones move either
+        # way from a typical one.
+        signed = config.kernels == "signed"
+        posture = resting_posture(train_utterances, 50.0 if signed else 5.0)
+        decoder.init_baseline_(torch.from_numpy(posture).to(self.device))
         if config.init == "kmeans":
-            kernels = kmeans_kernels(train_utterances, config.num_gestures, config.win_size, config.seed)
+            kernels = kmeans_kernels(train_utterances, config.num_gestures, config.win_size, config.seed, signed)
             with torch.no_grad():
                 decoder.kernels_raw.copy_(torch.from_numpy(kernels))
         elif config.init != "random":
-            load_pretrained_(self.model, config.init)
+            try:
+                load_pretrained_(self.model, config.init)
+            except (ValueError, OSError) as error:
+                raise ParamsError(f"params.yaml train.init: {error}") from None
 
     # ----------------------------------------------------------------- checkpoints
 
     def _resume(self) -> None:
+        """Continue from the checkpoint if it was written by this very run (same settings,
+        data, code and init model); anything else starts fresh and says why."""
         path = self.checkpoint_path
         if path is None or not path.exists():
             return
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as error:  # a checkpoint cut short by a kill: start over
-            print(f"checkpoint {path} is unreadable ({error}); starting fresh")
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:  # cut short by a kill, or not a checkpoint at all
+            log.info(f"checkpoint {path} is unreadable ({str(error).splitlines()[0][:200]}); starting fresh")
             return
-        if state.get("fingerprint") != self.config.fingerprint():
-            print(f"checkpoint {path} was written with other settings; starting fresh")
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            log.info(f"checkpoint {path} was written for other settings, data or code; starting fresh")
             return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.history = [EpochRecord(**row) for row in state["history"]]
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            history = [EpochRecord(**row) for row in state["history"]]
+            _set_rng_state(state["rng"], self.generator)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            log.info(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0][:200]}); starting fresh")
+            self._reset()
+            return
+        self.history = history
         self.start_epoch = state["epoch"]
         self.trained_frames, self.train_seconds = state.get("trained_frames", 0), state.get("train_seconds", 0.0)
-        _set_rng_state(state["rng"], self.generator)
-        print(f"resuming from {path} after epoch {self.start_epoch}")
+        log.info(f"resuming from {path} after epoch {self.start_epoch}")
 
     def _save_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_path is None:
             return
         state = {
-            "fingerprint": self.config.fingerprint(),
+            "fingerprint": self.fingerprint,
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -320,8 +481,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "rng": _rng_state(self.generator),
         }
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+        save_torch(self.checkpoint_path, state)
 
     # ------------------------------------------------------------ precision, compile
 
@@ -343,7 +503,7 @@ class Trainer:
 
         def forward(x: torch.Tensor, mask: torch.Tensor):
             out = model(x, mask)
-            return out.reconstruction, out.scores, out.kl
+            return out.reconstruction, out.scores, out.kl, out.score_std
 
         try:
             return torch.compile(forward)
@@ -375,16 +535,39 @@ class Trainer:
         # The loss terms see fp32 outputs (autocast would only change the reductions, whose
         # bf16 results lose digits the L1 and Hoyer terms need).
         reconstruction = losses.reconstruction_loss(x, out.reconstruction, mask, config.loss)
-        # The L1 weight follows the learning-rate schedule: strong while gestures are being
-        # chosen, fading at the end so that it does not shrink the amplitudes it leaves.
-        l1_weight = config.l1_weight * self.optimizer.param_groups[0]["lr"] / config.lr
-        sparsity = losses.l1_scores(out.scores, mask) * l1_weight
-        if config.sparse:
-            across_gestures, across_time = losses.score_hoyer(out.scores, mask)
-            sparsity = sparsity + config.hoyer_gestures_weight * (config.hoyer_gestures_target - across_gestures).square()
-            sparsity = sparsity + config.hoyer_time_weight * (config.hoyer_time_target - across_time).square()
-        total = reconstruction + sparsity + config.beta * out.kl
+        sparsity = self._score_penalties(out.scores, mask)
+        if self.model.variational:
+            # The negative ELBO per real frame and channel, its KL term annealed in from 0
+            # over the first kl_warmup_fraction of the steps (beta = 1: the ELBO itself).
+            nll = self.model.negative_log_likelihood(x, out.reconstruction, mask)
+            total = (nll + self._beta() * out.kl) / x.shape[1] + sparsity
+        else:
+            total = reconstruction + sparsity
         return total, reconstruction, sparsity, out
+
+    def _beta(self) -> float:
+        total = self.config.epochs * self.steps_per_epoch
+        warmup = self.config.kl_warmup_fraction * total
+        done = self.scheduler.last_epoch
+        return self.config.beta * (min(1.0, done / warmup) if warmup > 0 else 1.0)
+
+    def _score_penalties(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """L1 (AE only: the VAE's sparsity is its prior), smoothness, group sparsity, Hoyer."""
+        config = self.config
+        penalty = scores.new_zeros(())
+        if not self.model.variational:
+            # The L1 weight follows the learning-rate schedule: strong while gestures are being
+            # chosen, fading at the end so that it does not shrink the amplitudes it leaves.
+            penalty = losses.l1_scores(scores, mask) * config.l1_weight * self.optimizer.param_groups[0]["lr"] / config.lr
+        if config.smoothness_weight:
+            penalty = penalty + config.smoothness_weight * losses.score_total_variation(scores, mask)
+        if config.group_weight:
+            penalty = penalty + config.group_weight * losses.score_group_norm(scores, mask)
+        if config.sparse:
+            across_gestures, across_time = losses.score_hoyer(scores, mask)
+            penalty = penalty + config.hoyer_gestures_weight * (config.hoyer_gestures_target - across_gestures).square()
+            penalty = penalty + config.hoyer_time_weight * (config.hoyer_time_target - across_time).square()
+        return penalty
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One optimisation step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
@@ -434,8 +617,10 @@ class Trainer:
             epoch_start = time.perf_counter()
             sums = torch.zeros(4, device=self.device)  # loss, reconstruction, sparsity, kl
             frames_seen = torch.zeros((), dtype=torch.long, device=self.device)
+            # A bar on a terminal only: in a log (dvc repro, a queue) it would be a flood of
+            # carriage returns; the per-epoch line below is the log's progress.
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=not self.progress, unit="step")
+                       disable=not (self.progress and sys.stderr.isatty()), unit="step")
             for _ in bar:
                 x, mask = self.sampler.sample(config.batch_size)
                 sums += self.step(x, mask)
@@ -449,15 +634,14 @@ class Trainer:
                                  sparsity_penalty=means[2], kl=means[3], lr=self.optimizer.param_groups[0]["lr"],
                                  seconds=time.perf_counter() - epoch_start, **held_out)
             self.history.append(record)
-            print(f"epoch {record.epoch:3d}/{config.epochs}  train {record.train_loss:.5f}  "
-                  f"held-out {config.loss} {record.test_reconstruction:.5f}  active {record.active_scores:.4f}  "
-                  f"in use {record.gestures_in_use:.2f}  {record.seconds:.1f}s", flush=True)
+            log.info(f"epoch {record.epoch:3d}/{config.epochs}  train {record.train_loss:.5f}  "
+                     f"held-out {config.loss} {record.test_reconstruction:.5f}  active {record.active_scores:.4f}  "
+                     f"in use {record.gestures_in_use:.2f}  {record.seconds:.1f}s")
             self._log_epoch(writer, record)
             self.train_seconds = time.perf_counter() - started
             self._save_checkpoint(epoch + 1)
         seconds = self.train_seconds = time.perf_counter() - started
         if writer is not None:
-            self._log_hparams(writer)
             writer.close()
         return TrainResult(model=self.model, history=self.history, seconds=seconds,
                            frames_per_second=self.trained_frames / seconds if self.trained_frames else 0.0,
@@ -471,7 +655,9 @@ class Trainer:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(log_dir=str(self.log_dir), purge_step=self.start_epoch + 1)
+        writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.start_epoch + 1)
+        self._log_hparams(writer)
+        return writer
 
     def _log_epoch(self, writer, record: EpochRecord) -> None:
         if writer is None:
@@ -487,6 +673,8 @@ class Trainer:
         writer.add_scalar("sparsity/active_scores", record.active_scores, step)
         writer.add_scalar("sparsity/gestures_in_use", record.gestures_in_use, step)
         writer.add_scalar("lr", record.lr, step)
+        writer.add_scalar("hparam/test_reconstruction", record.test_reconstruction, step)
+        writer.add_scalar("hparam/gestures_in_use", record.gestures_in_use, step)
         if step % self.config.figure_every == 0 or step == self.config.epochs:
             from . import plots
 
@@ -501,11 +689,17 @@ class Trainer:
                 self.model.decoder.gesture_kernels.detach().cpu().numpy(), out.scores[0].cpu().numpy()), step)
 
     def _log_hparams(self, writer) -> None:
-        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                   for k, v in dataclasses.asdict(self.config).items()}
-        last = self.history[-1]
-        writer.add_hparams(hparams, {"hparam/test_reconstruction": last.test_reconstruction,
-                                     "hparam/gestures_in_use": last.gestures_in_use}, run_name=".")
+        """Declare the run's hparams at its start (with the data params it was given), so that
+        TensorBoard's HParams tab lists a run while it trains; the declared metrics are the
+        ``hparam/*`` scalars logged every epoch."""
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {**dataclasses.asdict(self.config), **self.extra_hparams}
+        values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in values.items()}
+        experiment, start, end = hparams(values, {name: 0.0 for name in HPARAM_METRICS})
+        file_writer = writer._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary)
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -527,8 +721,7 @@ def save_model(path: str | Path, model: GesturalAutoEncoder, config: TrainConfig
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "normalization": normalization,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GesturalAutoEncoder, dict]:
@@ -542,10 +735,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ge
 
 
 def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
-                           metrics_path: Path, curve_path: Path) -> None:
-    """model.pt, gestures.npy (float32, K x 12 x win_size), train metrics and the learning curve."""
+                           metrics_path: Path, curve_path: Path, timing_path: Path) -> None:
+    """model.pt, gestures.npy (float32, K x 12 x win_size), train metrics, timing, learning curve.
+
+    The metrics file keeps the figures of merit only, so that ``dvc metrics diff`` and
+    ``dvc exp show`` compare results; time and speed, which differ on every run, go to
+    ``timing_path``.
+    """
     import csv
-    import io
 
     from .io import save_npy, write_json, write_text
 
@@ -556,19 +753,20 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     last = result.history[-1]
     write_json(metrics_path, {
         "epochs": len(result.history),
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "train_loss": last.train_loss,
+        "steps": len(result.history) * config.steps_per_epoch,
         "train_reconstruction": last.train_reconstruction,
         "test_reconstruction": last.test_reconstruction,
-        "sparsity_penalty": last.sparsity_penalty,
         "kl": last.kl,
         "hoyer_across_gestures": last.hoyer_across_gestures,
         "hoyer_across_time": last.hoyer_across_time,
         "active_scores": last.active_scores,
         "gestures_in_use": last.gestures_in_use,
-        # Time and speed of this invocation (after a resume: of the epochs it ran).
+    })
+    write_json(timing_path, {
+        # Over the whole training, the epochs before a resume included.
         "seconds": result.seconds,
         "frames_per_second": result.frames_per_second,
+        "resumed_from_epoch": result.resumed_from_epoch,
         "train_frames": result.train_frames,
         "device": result.device,
     })
