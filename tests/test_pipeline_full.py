@@ -9,12 +9,26 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
+from conftest import PROJECT_ROOT, make_pipeline_repo, run_command, tiny_synthetic_config
 
+PARAMS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+# The effective kernels: win_size frames convolved with a response of response_frames.
+KERNEL_FRAMES = PARAMS["win_size"] + max(PARAMS["train"]["response_frames"] - 1, 0)
 STAGES = ("download", "extract", "nema2npy", "normalize", "train", "evaluate", "plot")
 
 
 run = run_command
+TRAIN_LOG: dict = {}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +43,7 @@ def pipeline_repo(tmp_path_factory):
         params["evaluate"]["baseline"].update(max_iter=5, transform_iter=5)
 
     repo, env = make_pipeline_repo(tmp_path, configure)
-    run(["dvc", "repro"], repo, env)
+    TRAIN_LOG["text"] = run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "results"], repo, env)
     return repo, env
@@ -40,12 +54,21 @@ def test_repro_runs_all_stages_and_a_second_repro_runs_nothing(pipeline_repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     gestures = np.load(repo / "models/gestures.npy")
-    assert gestures.shape == (6, 12, 10) and gestures.dtype == np.float32
+    assert gestures.shape == (6, 12, KERNEL_FRAMES) and gestures.dtype == np.float32
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert {"neural", "classical"} <= set(evaluation)
+    assert {"neural", "classical", "raw_channels"} <= set(evaluation)
     assert 0.0 <= evaluation["neural"]["kernel_cosine"] <= 1.0
-    train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["epochs"] == 3
+    assert 0.5 <= evaluation["raw_channels"]["activation_auc"] <= 1.0
+    # At most ~25 metric columns in `dvc exp show`: timings and per-channel values are elsewhere.
+    columns = sum(len(flatten(json.loads((repo / name).read_text())))
+                  for name in ("metrics/data.json", "metrics/train.json", "metrics/eval.json"))
+    assert columns <= 26, columns
+    assert (repo / "reports/timing/train.json").is_file() and (repo / "evaluation/details.json").is_file()
+    # The example utterances come with a TextGrid and an events table.
+    assert list((repo / "evaluation").rglob("*.TextGrid")) and list((repo / "evaluation").rglob("*events*.csv"))
+    # The train log has one line per epoch, not a flood of progress-bar carriage returns.
+    assert "\r" not in TRAIN_LOG["text"]
+    assert json.loads((repo / "reports/timing/train.json").read_text())["epochs"] == 3
     assert sorted(p.name for p in (repo / "plots/figures").glob("*.png"))
     assert list((repo / "runs").iterdir()), "no TensorBoard run was written"
     assert json.loads(run(["dvc", "status", "--json"], repo, env)) == {}
@@ -56,7 +79,7 @@ def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
     repo, env = pipeline_repo
     out = run(["dvc", "exp", "run", "-S", "num_gestures=4", "--name", "k4"], repo, env)
     assert "Running stage 'train'" in out and "Running stage 'download'" not in out
-    assert np.load(repo / "models/gestures.npy").shape == (4, 12, 10)
+    assert np.load(repo / "models/gestures.npy").shape == (4, 12, KERNEL_FRAMES)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     assert "k4" in json.dumps(shown)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env))

@@ -126,7 +126,8 @@ def activation_metrics(activations: Sequence[np.ndarray], scores: Sequence[np.nd
 
     Each learned score row is turned into its activity over the kernel length, and each
     planted gesture is matched to the row that ranks its active frames best, at lag 0
-    (``activation_auc_strict``) and within +-win_size frames (``activation_auc``).
+    (``activation_auc``) and with the trace allowed to lag or lead by up to win_size frames
+    (``activation_auc_lagged``, with each gesture's ``activation_lag``).
     """
     traces = [gesture_activity(s, win_size) for s in scores]
     return _summary(activations, traces, win_size, either_sign=False)
@@ -147,10 +148,11 @@ def _summary(activations, traces, max_lag: int, *, either_sign: bool) -> dict:
         lags = np.where(flipped > tolerant, flipped_lags, lags)
         tolerant = np.fmax(tolerant, flipped)
         strict = np.fmax(strict, 1.0 - strict)
-    best = best_match_auc(tolerant)
-    rows = [r if r is not None else -1 for r in best["best_trace"]]
+    best = best_match_auc(strict)
+    lagged = best_match_auc(tolerant)
+    rows = [r if r is not None else -1 for r in lagged["best_trace"]]
     return {"activation_auc": best["mean_auc"],
-            "activation_auc_strict": best_match_auc(strict)["mean_auc"],
             "activation_auc_per_gesture": best["per_gesture_auc"],
             "activation_best_row": best["best_trace"],
+            "activation_auc_lagged": lagged["mean_auc"],
             "activation_lag": [int(lags[p, r]) if r >= 0 else None for p, r in enumerate(rows)]}

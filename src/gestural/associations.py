@@ -136,7 +136,7 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
     if not labels or not gestures.size:
         return AssociationTable(gestures, labels, np.full((len(gestures), len(labels)), np.nan), phone_frames)
     traces = [gesture_activity(np.asarray(s, dtype=np.float64)[gestures], win_size) for s in scores]
-    auc = roc_auc_matrix(activations, traces).T  # (P, G) -> (G, P)
+    auc = roc_auc_matrix(activations, traces)[0].T  # (P, G) -> (G, P)
     return AssociationTable(gestures, labels, auc, phone_frames)
 
 

@@ -112,8 +112,9 @@ class Factorizer:
 
     @property
     def gesture_kernels(self) -> np.ndarray:
-        """The model's gesture kernels, (K, 12, L)."""
-        return self.model.decoder.gesture_kernels.detach().cpu().numpy()
+        """What each gesture does to the sensors, (K, 12, L'): the kernels, convolved with each
+        gesture's response when the model has responses."""
+        return self.model.decoder.effective_kernels.detach().cpu().numpy()
 
     def prepare(self, values: np.ndarray, path: str | os.PathLike = "<array>") -> tuple[np.ndarray, dict]:
         """Raw (z-scored) frames -> the model's input.
@@ -299,7 +300,9 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
     kernels = factorizer.gesture_kernels
     numbers = utterance_metrics(x, reconstruction, scores, kernels)
     in_use = numbers["gestures_in_use"]
-    events = export.score_events(scores, kernels.shape[-1], relative_height=event_height, gestures=in_use)
+    # A score drives its kernel (win_size frames) directly: the span of an event.
+    events = export.score_events(scores, factorizer.model.config.win_size, relative_height=event_height,
+                                 gestures=in_use)
     metrics = {
         "utterance_id": utterance_id,
         "source": os.fspath(ema_path),

@@ -255,7 +255,7 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
         model, payload = load_model(_need(Path(inputs.model), "train"))
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
         raise FigureInputError(f"{inputs.model}: cannot be loaded ({error}); run `dvc repro train`") from None
-    kernels = model.decoder.gesture_kernels.detach().cpu().numpy()
+    kernels = model.decoder.effective_kernels.detach().cpu().numpy()
     if inputs.gestures is not None and Path(inputs.gestures).is_file():
         saved = np.load(inputs.gestures, allow_pickle=False)
         if saved.shape != kernels.shape:

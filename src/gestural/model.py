@@ -71,7 +71,8 @@ def rectified_gaussian_kl(mu: torch.Tensor, std: torch.Tensor, prior_mu: torch.T
     m2 = mass_on - a * m1
     prior_off = _normal_cdf(-prior_mu / prior_std).clamp_min(1e-12)
     diff = mu - prior_mu
-    point = torch.xlogy(mass_off, mass_off) - mass_off * prior_off.log()
+    # m log m with a floor inside the log: xlogy's gradient at m = 0 is -inf (times 0: NaN).
+    point = mass_off * (mass_off.clamp_min(1e-30).log() - prior_off.log())
     continuous = (mass_on * (prior_std.log() - std.log()) - 0.5 * m2
                   + (std.square() * m2 + 2 * std * diff * m1 + diff.square() * mass_on) / (2 * prior_std.square()))
     return (point + continuous).clamp_min(0.0)  # >= 0 exactly; the clamp absorbs rounding
@@ -211,6 +212,18 @@ class GestureDecoder(nn.Module):
         shape = steps[None, :] * torch.exp(-rate * steps[None, :])
         return shape / shape.sum(dim=1, keepdim=True)
 
+    @property
+    def effective_kernels(self) -> torch.Tensor:
+        """What a unit score produces in the data, (K, C, L + R - 1): each kernel convolved with
+        its gesture's response (the kernels themselves without responses)."""
+        kernels, responses = self.gesture_kernels, self.responses
+        if responses is None:
+            return kernels
+        count, channels, length = kernels.shape
+        # Grouped transposed convolution: out[k*C + c, t] = sum_tau responses[k, t - tau] W[k, c, tau].
+        full = F.conv_transpose1d(responses[None], kernels, groups=count)
+        return full.reshape(count, channels, responses.shape[-1] + length - 1)
+
     def drive(self, scores: torch.Tensor) -> torch.Tensor:
         """The scores filtered by each gesture's response (causal), or as they are."""
         responses = self.responses
@@ -243,7 +256,7 @@ class Factorisation:
 
     reconstruction: torch.Tensor  # (B, C, T)
     scores: torch.Tensor  # (B, K, T), >= 0, zero on padded frames
-    kl: torch.Tensor  # scalar: nats per real frame (summed over gestures), 0 for the AE
+    kl: torch.Tensor  # (K,) nats per real frame for each gesture (VAE); a zero scalar for the AE
     score_std: torch.Tensor | None = None  # (B, K, T) posterior std of the scores (VAE only)
 
 
@@ -297,8 +310,8 @@ class GesturalAutoEncoder(nn.Module):
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = False):
         """Scores (B, K, T), KL and the scores' posterior std (None for the AE).
 
-        ``sample`` draws from the VAE posterior, else takes its mean. The KL is summed over
-        gestures and averaged over real frames (nats per frame).
+        ``sample`` draws from the VAE posterior, else takes its mean. The KL is given per
+        gesture, averaged over real frames (nats per frame); its sum is the ELBO's KL term.
         """
         mask = mask[:, None, :].to(x.dtype)
         out = self.encoder(x, mask)
@@ -316,7 +329,7 @@ class GesturalAutoEncoder(nn.Module):
         prior_loc = self.prior_loc[None, :, None]
         prior_std = self.prior_log_scale.clamp(-5.0, 3.0).exp()[None, :, None]
         kl = rectified_gaussian_kl(mu, std, prior_loc, prior_std)
-        kl = (kl * mask).sum() / mask.sum().clamp_min(1.0)
+        kl = (kl * mask).sum((0, 2)) / mask.sum().clamp_min(1.0)  # (K,): nats per real frame
         return self.keep_peaks(scores * mask), kl, spread * mask
 
     def negative_log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

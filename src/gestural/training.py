@@ -90,6 +90,7 @@ class TrainConfig:
     hoyer_time_target: float = 0.95
     beta: float = 1.0
     kl_warmup_fraction: float = 0.3
+    free_bits: float = 0.0
     prior_mean: float = -1.0
     prior_std: float = 1.0
     figure_every: int = 10
@@ -169,6 +170,7 @@ class TrainConfig:
             number(name, 0.0)
         number("warmup_fraction", 0.0)
         number("kl_warmup_fraction", 0.0, 1.0)
+        number("free_bits", 0.0)
         if self.warmup_fraction >= 1:
             fail("warmup_fraction", "must be < 1")
         for name in ("hoyer_gestures_target", "hoyer_time_target"):
@@ -540,7 +542,10 @@ class Trainer:
             # The negative ELBO per real frame and channel, its KL term annealed in from 0
             # over the first kl_warmup_fraction of the steps (beta = 1: the ELBO itself).
             nll = self.model.negative_log_likelihood(x, out.reconstruction, mask)
-            total = (nll + self._beta() * out.kl) / x.shape[1] + sparsity
+            # Free bits: a gesture's KL below free_bits nats per frame costs nothing, so the
+            # prior cannot switch gestures off just to save their first nats.
+            kl = out.kl.clamp_min(self.config.free_bits).sum()
+            total = (nll + self._beta() * kl) / x.shape[1] + sparsity
         else:
             total = reconstruction + sparsity
         return total, reconstruction, sparsity, out
@@ -579,7 +584,7 @@ class Trainer:
         self.optimizer.step()
         self.model.decoder.project_()
         self.scheduler.step()
-        return torch.stack([loss, reconstruction, sparsity, out.kl]).detach()
+        return torch.stack([loss, reconstruction, sparsity, out.kl.sum()]).detach()
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -736,7 +741,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ge
 
 def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
                            metrics_path: Path, curve_path: Path, timing_path: Path) -> None:
-    """model.pt, gestures.npy (float32, K x 12 x win_size), train metrics, timing, learning curve.
+    """model.pt, gestures.npy (float32, K x 12 x (win_size + response_frames - 1 or win_size)), metrics, timing, curve.
 
     The metrics file keeps the figures of merit only, so that ``dvc metrics diff`` and
     ``dvc exp show`` compare results; time and speed, which differ on every run, go to
@@ -748,21 +753,18 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
 
     model_dir = Path(model_dir)
     save_model(model_dir / "model.pt", result.model, config, normalization)
-    kernels = result.model.decoder.gesture_kernels.detach().cpu().numpy().astype(np.float32)
+    # What each gesture does in the data: its kernel, convolved with its response if it has one.
+    kernels = result.model.decoder.effective_kernels.detach().cpu().numpy().astype(np.float32)
     save_npy(model_dir / "gestures.npy", kernels)
     last = result.history[-1]
-    write_json(metrics_path, {
-        "epochs": len(result.history),
-        "steps": len(result.history) * config.steps_per_epoch,
-        "train_reconstruction": last.train_reconstruction,
+    write_json(metrics_path, {  # the figures of merit; the whole curve is in curve_path
         "test_reconstruction": last.test_reconstruction,
-        "kl": last.kl,
-        "hoyer_across_gestures": last.hoyer_across_gestures,
-        "hoyer_across_time": last.hoyer_across_time,
-        "active_scores": last.active_scores,
         "gestures_in_use": last.gestures_in_use,
+        "kl": last.kl,
     })
     write_json(timing_path, {
+        "epochs": len(result.history),
+        "steps": len(result.history) * config.steps_per_epoch,
         # Over the whole training, the epochs before a resume included.
         "seconds": result.seconds,
         "frames_per_second": result.frames_per_second,

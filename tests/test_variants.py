@@ -1,0 +1,66 @@
+"""Each documented variant (model: ae | vae, sparse: true, loss: l1) learns at the defaults of
+params.yaml, on a small articulatory corpus: scores alive, held-out variance explained above a
+floor, and gesture activity that says more about the planted gestures than chance.
+
+The training is shortened (fewer steps, a narrower encoder) to keep the suite quick; every
+other setting is the committed default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT
+from gestural.activation import activation_metrics
+from gestural.articulatory import GESTURE_NAMES, ArticulatoryConfig, generate
+from gestural.batches import UtteranceStore
+from gestural.evaluation import evaluate_model
+from gestural.training import TrainConfig, Trainer
+
+TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
+             "device")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """(train, test, test activations): 2 speakers x 40 utterances of 1-3 s, min-max normalised."""
+    recordings = generate(ArticulatoryConfig(), ["fsyn0", "msyn0"], 40, seed=1)
+    positions = np.concatenate([r.positions for r in recordings])
+    low, high = positions.min(0), positions.max(0)
+    utterances = [((r.positions - low) / (high - low)).T.astype(np.float32) for r in recordings]
+    activations = []
+    for r in recordings[-12:]:
+        active = np.zeros((len(GESTURE_NAMES), len(r.positions)), dtype=bool)
+        for gesture, start, stop in r.activations:
+            active[gesture, start:stop] = True
+        activations.append(active)
+    return utterances[:-12], utterances[-12:], activations
+
+
+def default_config(**overrides) -> TrainConfig:
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    values = {key: params[key] for key in TOP_LEVEL}
+    values.update(params["train"])
+    values.update(device="cpu", epochs=12, steps_per_epoch=25, hidden=32, threads=2, figure_every=1000)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(model="vae"), dict(sparse=True), dict(loss="l1")],
+                         ids=["ae", "vae", "sparse", "l1"])
+def test_each_variant_learns_at_the_defaults(corpus, variant):
+    train, test, activations = corpus
+    config = default_config(**variant)
+    result = Trainer(config, train, test, progress=False).fit()
+    store = UtteranceStore(test, "cpu")
+    metrics, _, factorised = evaluate_model(result.model, store, activations=activations)
+    print(variant, {k: metrics[k] for k in ("variance_explained", "activation_auc", "num_gestures_in_use", "hoyer_across_time")})
+    assert metrics["variance_explained"] >= 0.8, metrics["variance_explained"]
+    # Scores alive: most gestures in use, and some frames where a gesture is off.
+    assert metrics["num_gestures_in_use"] >= 0.5 * config.num_gestures
+    assert result.history[-1].active_scores < 0.95
+    assert metrics["activation_auc"] >= 0.7, metrics["activation_auc"]
+    if config.model == "vae":
+        assert np.isfinite(metrics["elbo_per_frame"])
