@@ -8,7 +8,8 @@ Runs without DVC and without installing the package (``<repo>/src`` is put on sy
     python bench/run.py --device cuda --out bench/h100.json
 
 Needs torch, numpy, scipy, pyyaml and tqdm. Progress goes to stderr; stdout gets exactly
-one JSON object (also written to ``--out``). What it measures (see bench/README.md):
+one JSON object, also written to ``--out`` (default ``bench/results/<device type>.json``,
+``<device type>-quick.json`` with ``--quick``). What it measures (see bench/README.md):
 
 * training throughput (frames/s of forward + backward + optimiser step, after warm-up
   steps, CUDA synchronised) through a plain per-item numpy path and through the trainer's
@@ -17,9 +18,10 @@ one JSON object (also written to ``--out``). What it measures (see bench/README.
 * evaluation frames/s (full-length masked batches of the held-out utterances);
 * nema2npy + normalize on a real-size synthetic corpus (or the default one);
 * the classical ConvNMF baseline's fit time;
-* quality of the compared training configurations (held-out variance explained, seqNMF
-  similarity, kernel cosine, onset F1 against the planted truth), all trained for the
-  same number of frames, so that a faster configuration that learns worse shows;
+* quality of the compared training configurations (held-out variance explained, activation
+  AUC against the planted activations; seqNMF similarity, kernel cosine and onset F1 where
+  the corpus plants kernels), all trained on the same number of crops (steps x batch), so
+  that a faster configuration that learns worse shows;
 * whether the CPU thread count matters.
 """
 
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -48,7 +51,9 @@ from gestural.batches import UtteranceStore  # noqa: E402
 from gestural.corpus import build_npy  # noqa: E402
 from gestural.dataset import NormalizedCorpus  # noqa: E402
 from gestural.evaluation import (BaselineParams, classical_factorisation, evaluate_factorisation,  # noqa: E402
-                                 evaluate_model, fit_classical, neural_factorisation, planted_truth)
+                                 evaluate_model, fit_classical, has_planted_kernels, neural_factorisation,
+                                 planted_truth)
+from gestural.ground_truth import load_activations  # noqa: E402
 from gestural.model import GesturalAutoEncoder  # noqa: E402
 from gestural.normalize import normalize_corpus  # noqa: E402
 from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402
@@ -70,8 +75,12 @@ PEAK_FLOPS = {
 # gradient noise falls as 1/sqrt(B)); linear scaling, right for SGD, overshoots with AdamW.
 LR_RULE = "lr = lr_default * sqrt(batch_size / 16) (square-root scaling for AdamW)"
 
-# A configuration learns "no worse" than batch 16 when it loses at most this much.
-QUALITY_TOLERANCE = {"variance_explained": 0.005, "kernel_cosine": 0.02, "seqnmf_similarity": 0.02}
+# A configuration learns "no worse" than batch 16 when it loses at most this much (keys the
+# corpus cannot score, e.g. kernel_cosine without planted kernels, are left out).
+QUALITY_TOLERANCE = {"variance_explained": 0.005, "activation_auc": 0.01, "kernel_cosine": 0.02,
+                     "seqnmf_similarity": 0.02}
+# Recovery metrics that need planted kernels and onsets (the events corpus only).
+RECOVERY_KEYS = ("seqnmf_similarity", "kernel_cosine", "onset_f1")
 
 
 def say(message: str) -> None:
@@ -137,28 +146,38 @@ def flops_per_frame(config: TrainConfig, channels: int = 12) -> dict:
     """Convolution FLOPs per frame of one training step (forward + backward = 3 x forward).
 
     Encoder: conv (C+1 -> hidden, 2L+1 taps), conv (hidden -> hidden, 5 taps), 1x1 conv
-    (hidden -> K, or 2K for the VAE); decoder: transposed conv (K -> C, L taps). One
-    multiply-add = 2 FLOPs. Element-wise work (GELU, masks, peak picking, the loss) is not
-    counted: it is memory-bound and small in FLOPs.
+    (hidden -> K, or 2K for the VAE); decoder: with ``response_frames`` R > 0, each score
+    row filtered by its gesture's response (depthwise causal conv, K x R), then the
+    transposed conv (K -> C, L taps). One multiply-add = 2 FLOPs. Element-wise work (GELU,
+    masks, peak picking, the loss) and the per-step work that does not scale with frames
+    (the responses themselves, kernel norms) are not counted: they are small in FLOPs.
     """
     outputs = config.num_gestures * (2 if config.model == "vae" else 1)
     macs = ((channels + 1) * config.hidden * (2 * config.win_size + 1) + config.hidden * config.hidden * 5
-            + config.hidden * outputs + config.num_gestures * channels * config.win_size)
+            + config.hidden * outputs + config.num_gestures * config.response_frames
+            + config.num_gestures * channels * config.win_size)
     return {"forward": 2 * macs, "train_step": 6 * macs}
 
 
 # ---------------------------------------------------------------------------- corpus
 
 
-def quick_synthetic() -> SyntheticConfig:
-    return SyntheticConfig(speakers=["fsyn0", "msyn0"], utterances_per_speaker=12, min_seconds=1.0,
-                           max_seconds=3.0, missing_wav=1, missing_ema=1, short_nan_runs=1, long_nan_runs=0)
+def quick_synthetic(params: dict) -> SyntheticConfig:
+    """params.yaml's synthetic corpus (its kind included), cut to 2 speakers x 20 utterances
+    (training is a fixed number of steps, so more utterances cost little and steady the
+    held-out metrics)."""
+    return dataclasses.replace(synthetic_config(params), speakers=["fsyn0", "msyn0"], utterances_per_speaker=20,
+                               min_seconds=1.0, max_seconds=3.0, missing_wav=1, missing_ema=1, short_nan_runs=1,
+                               long_nan_runs=0)
 
 
-def real_size_synthetic() -> SyntheticConfig:
-    """About the size of CMU's corpus: 8 speakers x 551 utterances of 1-5 s (~2.6 M frames)."""
-    return SyntheticConfig(speakers=[f"syn{i}" for i in range(8)], utterances_per_speaker=551,
-                           min_seconds=1.0, max_seconds=5.0)
+def real_size_synthetic(params: dict) -> SyntheticConfig:
+    """params.yaml's synthetic kind at about the size of CMU's corpus: 8 speakers x 551
+    utterances of 1-5 s (~2.6 M frames)."""
+    config = synthetic_config(params)
+    return dataclasses.replace(config, speakers=[f"syn{i}" for i in range(8)], utterances_per_speaker=551,
+                               min_seconds=1.0, max_seconds=5.0,
+                               articulatory=dataclasses.replace(config.articulatory, seconds=(1.0, 5.0)))
 
 
 def build_corpus(config: SyntheticConfig, directory: Path, data: DataParams) -> dict:
@@ -317,66 +336,81 @@ def time_evaluation(model: GesturalAutoEncoder, test, device: torch.device, batc
 # --------------------------------------------------------------------------- quality
 
 
-def quality_run(base: TrainConfig, train, test, truth, eval_batch: int, *, batch_size: int, epochs: int,
-                scale_lr: bool = True, **overrides) -> tuple[dict, GesturalAutoEncoder]:
+def quality_run(base: TrainConfig, train, test, truth, activations, eval_batch: int, *, batch_size: int,
+                epochs: int, steps_per_epoch: int, scale_lr: bool = True,
+                **overrides) -> tuple[dict, GesturalAutoEncoder]:
     """Train with the pipeline's settings (k-means init) and evaluate on the held-out split.
 
-    ``scale_lr``: the learning rate follows LR_RULE; False keeps the default one.
+    ``truth``: the planted kernels and onsets (events corpus) or None; ``activations``: the
+    planted gestures' activity per held-out utterance. ``scale_lr``: the learning rate
+    follows LR_RULE; False keeps the default one.
     """
     lr = base.lr * math.sqrt(batch_size / 16) if scale_lr else base.lr
-    config = dataclasses.replace(base, batch_size=batch_size, lr=lr, epochs=epochs, **overrides)
+    config = dataclasses.replace(base, batch_size=batch_size, lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                 **overrides)
     trainer = Trainer(config, train, test, progress=False)
-    crops = epochs * trainer.steps_per_epoch * batch_size
+    steps = epochs * trainer.steps_per_epoch
     result = trainer.fit()
     store = UtteranceStore(test, trainer.device)
-    metrics, _, _ = evaluate_model(result.model, store, truth, batch_size=eval_batch)
+    metrics, _, _ = evaluate_model(result.model, store, truth, batch_size=eval_batch, activations=activations)
     row = {
         "batch_size": batch_size, "lr": lr, "lr_scaling": "sqrt" if scale_lr else "none",
-        "precision": config.precision, "compile": config.compile, "epochs": epochs, "steps": epochs * trainer.steps_per_epoch, "crop_frames_trained": crops * config.segment_len,
+        "precision": config.precision, "compile": config.compile, "epochs": epochs,
+        "steps_per_epoch": trainer.steps_per_epoch, "steps": steps,
+        "crop_frames_trained": steps * batch_size * config.segment_len,
         "fit_seconds": result.seconds, "fit_real_frames_per_s": result.frames_per_second,
         "final_train_loss": result.history[-1].train_loss,
-        **{k: metrics[k] for k in ("variance_explained", "seqnmf_similarity", "kernel_cosine", "onset_f1",
+        **{k: metrics[k] for k in ("variance_explained", "activation_auc", "activation_auc_lagged",
                                    "gestures_in_use")},
     }
-    say(f"quality B={batch_size} lr={lr:.4g} {config.precision}: {epochs} epochs in {result.seconds:.1f} s; "
-        f"variance explained {row['variance_explained']:.4f}, kernel cosine {row['kernel_cosine']}")
+    if truth is not None:
+        row.update({k: metrics[k] for k in RECOVERY_KEYS})
+    say(f"quality B={batch_size} lr={lr:.4g} {config.precision}: {steps} steps in {result.seconds:.1f} s; "
+        f"variance explained {row['variance_explained']:.4f}, activation AUC {row['activation_auc']}"
+        + (f", kernel cosine {row['kernel_cosine']}" if truth is not None else ""))
     return row, result.model
 
 
-def epochs_for_same_frames(base: TrainConfig, train_frames: int, batch_size: int, reference_crops: int) -> int:
-    """Epochs at ``batch_size`` whose crops come closest to ``reference_crops``.
+def epochs_for_same_frames(base: TrainConfig, batch_size: int, reference_crops: int) -> tuple[int, int]:
+    """(epochs, steps per epoch) at ``batch_size`` whose crops (steps x batch) come closest
+    to ``reference_crops``.
 
-    The trainer rounds steps per epoch up, so equal epochs would give a large batch more
-    frames than batch 16; matching the crop count keeps the comparison fair.
+    An epoch is ``base.steps_per_epoch`` steps whatever the batch, so equal epochs would give
+    a large batch more frames than batch 16; matching the crop count keeps the comparison
+    fair. Epochs keep the fixed steps per epoch; only a budget of less than one such epoch
+    (a large batch) becomes one shorter epoch, rather than being rounded up to a whole one.
     """
-    steps_per_epoch = max(1, math.ceil(train_frames / (batch_size * base.segment_len)))
-    return max(1, round(reference_crops / (steps_per_epoch * batch_size)))
+    steps = max(1, round(reference_crops / batch_size))
+    if steps < base.steps_per_epoch:
+        return 1, steps
+    return max(1, round(steps / base.steps_per_epoch)), base.steps_per_epoch
 
 
-def suggest_batch_size(throughput: list, quality: list, device: torch.device) -> dict:
+def suggest_batch_size(throughput: list, quality: list, device: torch.device, num_gestures: int) -> dict:
     """The fastest batch size that learns no worse than 16 (within QUALITY_TOLERANCE)."""
     speed = {row["batch_size"]: row["frames_per_s"] for row in throughput
              if row["path"] == "fast" and row["precision"] == "fp32" and not row["compile"]
-             and row["num_gestures"] == 100}
+             and row["num_gestures"] == num_gestures}
     rows = [row for row in quality if row["precision"] == "fp32" and not row["compile"]]
     reference = next((row for row in rows if row["batch_size"] == 16), None)
     if reference is None or 16 not in speed:
         return {"batch_size": None, "reason": "no batch-16 reference measured"}
+    # Only the metrics this corpus scores (no kernel cosine without planted kernels).
+    tolerance = {k: tol for k, tol in QUALITY_TOLERANCE.items() if reference.get(k) is not None}
 
     def no_worse(row) -> bool:
-        return all(row[k] is not None and reference[k] is not None and row[k] >= reference[k] - tol
-                   for k, tol in QUALITY_TOLERANCE.items())
+        return all(row.get(k) is not None and row[k] >= reference[k] - tol for k, tol in tolerance.items())
 
     good = [row for row in rows if row["batch_size"] in speed and no_worse(row)]
     best = max(good, key=lambda row: (speed[row["batch_size"]], -row["batch_size"]))
     if best["batch_size"] == 16:
         reason = (f"on {device.type} no larger batch is both faster than 16 and no worse in quality "
-                  f"(tolerances {QUALITY_TOLERANCE}): keep batch_size 16")
+                  f"(tolerances {tolerance}): keep batch_size 16")
     else:
         reason = (f"batch {best['batch_size']} (lr {best['lr']:.4g}) trains "
                   f"{speed[best['batch_size']] / speed[16]:.2f}x faster than 16 and is no worse within "
-                  f"{QUALITY_TOLERANCE}")
-    return {"batch_size": best["batch_size"], "lr": best["lr"], "reason": reason,
+                  f"{tolerance}")
+    return {"batch_size": best["batch_size"], "lr": best["lr"], "reason": reason, "tolerances": tolerance,
             "speed_relative_to_16": {b: speed[b] / speed[16] for b in sorted(speed)}}
 
 
@@ -412,7 +446,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting of params.yaml (TrainConfig field, YAML value), "
                              "e.g. --set hidden=64; repeatable")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the JSON here (default: bench/results/<device type>.json, "
+                             "<device type>-quick.json with --quick)")
     return parser.parse_args(argv)
 
 
@@ -427,31 +463,40 @@ def run(args: argparse.Namespace) -> dict:
                                **overrides(args.set))
     base.validate()
     result: dict = {"machine": machine(device), "settings": {
-        "quick": quick, "overrides": args.set, "seconds_per_config": seconds, "warmup_steps": warmup_steps, "data_size": args.data_size,
-        "default_config": {k: getattr(base, k) for k in ("num_gestures", "win_size", "segment_len", "hidden",
-                                                         "batch_size", "lr", "epochs", "model", "loss")},
+        "quick": quick, "overrides": args.set, "seconds_per_config": seconds, "warmup_steps": warmup_steps,
+        "data_size": args.data_size,
+        "default_config": {k: getattr(base, k) for k in (
+            "num_gestures", "win_size", "segment_len", "hidden", "batch_size", "lr", "epochs", "steps_per_epoch",
+            "model", "loss", "kernels", "response_frames", "peak_window", "l1_weight", "smoothness_weight")},
     }}
     total_started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="gestural-bench-") as tmp:
         tmp = Path(tmp)
         # The default synthetic corpus (what `dvc repro` trains on), through the library.
-        synthetic = quick_synthetic() if quick else synthetic_config(params)
-        say(f"building the {'quick' if quick else 'default'} synthetic corpus")
+        synthetic = quick_synthetic(params) if quick else synthetic_config(params)
+        say(f"building the {'quick' if quick else 'default'} synthetic corpus ({synthetic.kind})")
         built = build_corpus(synthetic, tmp / "default", data)
         corpus = NormalizedCorpus.load(built["normalized"])
         train = corpus.utterances("train")
         test = [np.ascontiguousarray(u, dtype=np.float32) for u in corpus.utterances("test")]
         test_lengths = [u.shape[1] for u in test]
-        truth = planted_truth(built["truth"], corpus.ids("test"), test_lengths, corpus.stats)
+        # Both corpus kinds plant activations; only the events corpus plants kernels and onsets.
+        gesture_names, activations = load_activations(built["truth"], corpus.ids("test"), test_lengths)
+        planted_kernels = has_planted_kernels(built["truth"])
+        truth = (planted_truth(built["truth"], corpus.ids("test"), test_lengths, corpus.stats)
+                 if planted_kernels else None)
         train_frames = sum(u.shape[1] for u in train)
-        result["corpus"] = {"utterances_train": len(train), "utterances_test": len(test),
-                            "frames_train": train_frames, "frames_test": sum(test_lengths)}
+        result["corpus"] = {"kind": synthetic.kind, "planted_gestures": len(gesture_names),
+                            "planted_kernels": planted_kernels, "utterances_train": len(train),
+                            "utterances_test": len(test), "frames_train": train_frames,
+                            "frames_test": sum(test_lengths)}
 
         if args.data_size == "real":
             say("data stages on a real-size synthetic corpus (generation takes a while, not counted)")
-            real = build_corpus(real_size_synthetic(), tmp / "real", data)
-            result["data_stages"] = data_stages(real, "real-size synthetic (8 speakers x 551 utterances, 1-5 s)")
+            real = build_corpus(real_size_synthetic(params), tmp / "real", data)
+            result["data_stages"] = data_stages(
+                real, f"real-size synthetic {synthetic.kind} (8 speakers x 551 utterances, 1-5 s)")
             del real
         else:
             result["data_stages"] = data_stages(built, "quick synthetic" if quick else "default synthetic")
@@ -522,37 +567,39 @@ def run(args: argparse.Namespace) -> dict:
 
         # --- quality of the compared configurations, same frames each
         if not args.skip_quality:
-            epochs = 2 if quick else base.epochs
-            ref_steps = max(1, math.ceil(train_frames / (16 * base.segment_len)))
-            reference_crops = epochs * ref_steps * 16
+            # The reference: batch 16 for the default epochs of train.steps_per_epoch steps;
+            # every other configuration trains on as many crops (steps x batch).
+            reference_epochs = 2 if quick else base.epochs
+            reference_crops = reference_epochs * base.steps_per_epoch * 16
             quality_batches = (16, large) if quick else (16, 256, 1024) if cuda else (16, 64, 256)
             eval_batch = int(params["evaluate"]["batch_size"])
-            quality = []
-            for b in quality_batches:
-                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
-                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e)[0])
+
+            def trained(b, **overrides):
+                e, spe = epochs_for_same_frames(base, b, reference_crops)
+                return quality_run(base, train, test, truth, activations, eval_batch, batch_size=b, epochs=e,
+                                   steps_per_epoch=spe, **overrides)[0]
+
+            quality = [trained(b) for b in quality_batches]
             if not quick:
                 # The middle batch at the default lr: is a loss from the batch or from the lr rule?
-                b = quality_batches[1]
-                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
-                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e,
-                                           scale_lr=False)[0])
+                quality.append(trained(quality_batches[1], scale_lr=False))
             # bf16 at the batch it would be used with: the large batch on a GPU, 16 on a CPU.
-            b = large if cuda else 16
             if cuda or not quick:
-                e = epochs_for_same_frames(base, train_frames, b, reference_crops)
-                quality.append(quality_run(base, train, test, truth, eval_batch, batch_size=b, epochs=e,
-                                           precision="bf16")[0])
+                quality.append(trained(large if cuda else 16, precision="bf16"))
             classical = classical_factorisation(cnmf, test, baseline.transform_iter, fit_seconds)
-            classical_metrics, _ = evaluate_factorisation(test, classical, truth, device=device)
+            classical_metrics, _ = evaluate_factorisation(test, classical, truth, device=device,
+                                                          activations=activations)
+            compared = ("variance_explained", "activation_auc", "activation_auc_lagged",
+                        *(RECOVERY_KEYS if truth is not None else ()))
             result["quality"] = {
                 "lr_rule": LR_RULE,
-                "same_frames": "every configuration trains on about the crop frames of batch 16 for the default epochs",
+                "same_frames": (f"every configuration trains on about the crops of batch 16 for {reference_epochs} "
+                                f"epochs of {base.steps_per_epoch} steps ({reference_crops} crops)"),
+                "reference_crops": reference_crops,
                 "rows": quality,
-                "classical_reference": {k: classical_metrics[k] for k in
-                                        ("variance_explained", "seqnmf_similarity", "kernel_cosine", "onset_f1")},
+                "classical_reference": {k: classical_metrics[k] for k in compared},
             }
-            result["suggested_batch_size"] = suggest_batch_size(rows, quality, device)
+            result["suggested_batch_size"] = suggest_batch_size(rows, quality, device, base.num_gestures)
 
     default_fast = fast["real_frames_per_s"]
     data_seconds = result["data_stages"]["nema2npy_plus_normalize_seconds"]
@@ -576,20 +623,30 @@ def run(args: argparse.Namespace) -> dict:
     return json_safe(result)
 
 
+def default_out(device_type: str, quick: bool) -> Path:
+    """Where the JSON goes without --out: one file per device type (a quick run gets its own,
+    so that a smoke test does not overwrite a full run's numbers)."""
+    return REPO / "bench" / "results" / f"{device_type}{'-quick' if quick else ''}.json"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
-    # The trainer prints per-epoch lines to stdout: keep stdout for the one JSON object.
+    # The library logs (the trainer's per-epoch lines among them): show them on stderr.
+    logging.basicConfig(level=logging.WARNING, format="bench: %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("gestural.training").setLevel(logging.INFO)
+    # Keep stdout for the one JSON object, whatever else writes to it.
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)
     text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.out)
+    out = args.out if args.out is not None else default_out(result["machine"]["device_type"], args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, out)
+    say(f"wrote {out}")
     print(text)
     return 0
 

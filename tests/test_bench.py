@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_run", PROJECT_ROOT / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_output_path_is_per_device_type():
+    bench = load_bench()
+    assert bench.default_out("cpu", quick=False) == PROJECT_ROOT / "bench" / "results" / "cpu.json"
+    assert bench.default_out("cuda", quick=False) == PROJECT_ROOT / "bench" / "results" / "cuda.json"
+    # A smoke run must not overwrite a full run's numbers.
+    assert bench.default_out("cpu", quick=True) == PROJECT_ROOT / "bench" / "results" / "cpu-quick.json"
+
+
+def test_same_frames_uses_the_fixed_steps_per_epoch():
+    bench = load_bench()
+    base = bench.TrainConfig(steps_per_epoch=40)
+    reference = 30 * 40 * 16
+    assert bench.epochs_for_same_frames(base, 16, reference) == (30, 40)
+    assert bench.epochs_for_same_frames(base, 64, reference) == (8, 40)  # 7.5 epochs, rounded
+    # Less than one 40-step epoch: one shorter epoch, not a whole one (2.1x the frames).
+    assert bench.epochs_for_same_frames(base, 1024, reference) == (1, 19)
+    assert bench.epochs_for_same_frames(base, 64, 2 * 40 * 16) == (1, 20)
+
+
 def test_quick_benchmark_reports_every_section(tmp_path):
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     out = tmp_path / "bench.json"
     # No PYTHONPATH and another working directory: the script must find src/ by itself.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -30,31 +60,64 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert machine["device_type"] == "cpu" and machine["torch"] == __import__("torch").__version__
     assert len(machine["load_average_at_start"]) == 3
 
+    # The default config is params.yaml's (hidden overridden).
+    default = result["settings"]["default_config"]
+    K, L, R = params["num_gestures"], params["win_size"], params["train"]["response_frames"]
+    assert (default["num_gestures"], default["win_size"], default["response_frames"]) == (K, L, R)
+    assert default["steps_per_epoch"] == params["train"]["steps_per_epoch"]
+    assert default["kernels"] == params["train"]["kernels"]
+    hidden = default["hidden"]
+    assert hidden == 32 and result["settings"]["overrides"] == ["hidden=32"]
+
     rows = result["training"]["rows"]
     paths = {(row["path"], row["batch_size"], row["num_gestures"], row["precision"]) for row in rows}
-    assert {("plain", 16, 100, "fp32"), ("fast", 16, 100, "fp32"), ("fast", 64, 100, "fp32"),
-            ("fast", 16, 300, "fp32"), ("fast", 16, 100, "bf16")} <= paths
+    assert {("plain", 16, K, "fp32"), ("fast", 16, K, "fp32"), ("fast", 64, K, "fp32"),
+            ("fast", 16, 300, "fp32"), ("fast", 16, K, "bf16")} <= paths
+
+    # Encoder convs + response filter (K x R per frame) + decoder, 3 x forward, 2 FLOPs per multiply-add.
+    def train_step_flops(k):
+        return 6 * (13 * hidden * (2 * L + 1) + hidden * hidden * 5 + hidden * k + k * R + k * 12 * L)
+
+    assert result["training"]["flops_per_frame_default"]["train_step"] == train_step_flops(K)
     for row in rows:
         assert row["frames_per_s"] > 0 and row["steps"] >= 2
+        assert row["flops_per_frame"] == train_step_flops(row["num_gestures"])
         assert row["achieved_flops"] == row["frames_per_s"] * row["flops_per_frame"]
         assert row["peak_flops"] is None  # unknown for CPUs
-    # Default model: encoder convs + decoder, 3 x forward, 2 FLOPs per multiply-add.
-    hidden = result["settings"]["default_config"]["hidden"]
-    assert hidden == 32 and result["settings"]["overrides"] == ["hidden=32"]
-    assert result["training"]["flops_per_frame_default"]["train_step"] == 6 * (
-        13 * hidden * 21 + hidden * hidden * 5 + hidden * 100 + 100 * 12 * 10)
 
     assert result["evaluation"][0]["frames"] == result["corpus"]["frames_test"]
     assert result["data_stages"]["nema2npy_plus_normalize_seconds"] > 0
     assert result["classical_baseline"]["iterations"] >= 1
 
-    quality = result["quality"]["rows"]
-    assert [row["batch_size"] for row in quality] == [16, 64]
-    assert quality[1]["lr"] == quality[0]["lr"] * 2  # sqrt(64 / 16)
-    # Same frames for both (within one epoch's rounding).
-    assert abs(quality[1]["crop_frames_trained"] / quality[0]["crop_frames_trained"] - 1) < 0.5
-    for row in quality:
-        for key in ("variance_explained", "seqnmf_similarity", "kernel_cosine"):
-            assert isinstance(row[key], float)
+    # params.yaml's corpus kind; the articulatory one plants activations but no kernels.
+    corpus = result["corpus"]
+    assert corpus["kind"] == params["synthetic"]["kind"]
+    assert corpus["planted_gestures"] >= 1
+    planted_kernels = corpus["planted_kernels"]
+    assert planted_kernels == (corpus["kind"] == "events")
+
+    quality = result["quality"]
+    assert [row["batch_size"] for row in quality["rows"]] == [16, 64]
+    first, second = quality["rows"]
+    assert second["lr"] == first["lr"] * 2  # sqrt(64 / 16)
+    # Same crops for both: batch 16 for 2 epochs of the fixed steps, batch 64 a quarter of the steps.
+    steps_per_epoch = params["train"]["steps_per_epoch"]
+    assert (first["epochs"], first["steps_per_epoch"]) == (2, steps_per_epoch)
+    assert first["steps"] * 16 == second["steps"] * 64 == quality["reference_crops"]
+    assert first["crop_frames_trained"] == second["crop_frames_trained"]
+    recovery = ("seqnmf_similarity", "kernel_cosine", "onset_f1")
+    for row in quality["rows"] + [quality["classical_reference"]]:
+        assert isinstance(row["variance_explained"], float)
+        assert 0.0 <= row["activation_auc"] <= 1.0
+        assert 0.0 <= row["activation_auc_lagged"] <= 1.0
+        for key in recovery:
+            assert (key in row) == planted_kernels
+            if planted_kernels:
+                assert isinstance(row[key], float)
+    suggested = result["suggested_batch_size"]
+    assert suggested["batch_size"] in (16, 64)
+    assert "activation_auc" in suggested["tolerances"]
+    assert ("kernel_cosine" in suggested["tolerances"]) == planted_kernels
+
     assert result["targets"]["training_default_config_frames_per_s"]["met"] in (True, False)
     assert result["targets"]["nema2npy_plus_normalize_real_size_seconds"]["met"] is None  # small corpus

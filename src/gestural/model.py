@@ -283,7 +283,7 @@ class GesturalAutoEncoder(nn.Module):
             # scale per channel: learned, so that beta = 1 is an honest ELBO.
             self.prior_loc = nn.Parameter(torch.full((config.num_gestures,), float(config.prior_mean)))
             self.prior_log_scale = nn.Parameter(torch.full((config.num_gestures,), math.log(config.prior_std)))
-            self.log_noise = nn.Parameter(torch.full((config.num_channels,), math.log(0.05)))
+            self.log_noise = nn.Parameter(torch.full((config.num_channels,), math.log(0.01)))
 
     def keep_peaks(self, scores: torch.Tensor) -> torch.Tensor:
         """Zero every score that is not the largest within +-peak_window frames of itself.
