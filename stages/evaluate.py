@@ -15,6 +15,7 @@ from pathlib import Path
 from gestural.associations import ASSOCIATION_FILE, held_out_associations, save_associations
 from gestural.evaluation import EvaluateParams, run_evaluation, write_outputs
 from gestural.params import load_params
+from gestural.export import annotate_examples
 from gestural.stage import run_stage
 
 MODEL = Path("models/model.pt")
@@ -36,6 +37,8 @@ def main() -> int:
                                                    normalized=DATA_DIR, extracted=EXTRACTED)
     write_outputs(result, metrics_path=METRICS, plot_path=PLOT, out_dir=OUT_DIR, timing_path=TIMING)
     save_associations(OUT_DIR / ASSOCIATION_FILE, associations)
+    annotated = annotate_examples(OUT_DIR / "examples", result.examples["ids"], result.test_ids, result.neural_scores,
+                                  result.win_size, normalized=DATA_DIR, extracted=EXTRACTED)
     neural, classical = result.metrics["neural"], result.metrics["classical"]
 
     def show(value) -> str:
@@ -48,6 +51,7 @@ def main() -> int:
         print(f"evaluate: {'activation_auc':20s} raw channels (floor) {show(floor['activation_auc'])}")
     print(f"evaluate: gesture-phone associations of {len(associations.gestures)} gestures in use x "
           f"{len(associations.phones)} phones ({labelled} of {len(result.test_ids)} held-out utterances labelled)")
+    print(f"evaluate: TextGrid and events.csv of {len(annotated)} example utterances -> {OUT_DIR}/examples/")
     print(f"evaluate: -> {METRICS}, {PLOT}, {OUT_DIR}/")
     return 0
 

@@ -38,7 +38,7 @@ def test_project_params_are_valid_and_spell_out_the_generator():
     assert (data.source, data.speakers, data.test_fraction, data.nan_policy) == ("synthetic", None, 0.2, "interpolate")
     assert data.percentiles == (0.0, 100.0) and data.max_nan_run == 20 and data.skip_bad_files is False
     assert set(params["synthetic"]) == {f.name for f in dataclasses.fields(SyntheticConfig)}
-    assert synthetic_config(params) == SyntheticConfig()
+    assert synthetic_config(params) == SyntheticConfig(kind="articulatory")
 
 
 @pytest.mark.parametrize(

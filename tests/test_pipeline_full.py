@@ -75,6 +75,24 @@ def test_repro_runs_all_stages_and_a_second_repro_runs_nothing(pipeline_repo):
     assert "Running stage" not in run(["dvc", "repro"], repo, env)
 
 
+def test_a_fresh_clone_after_dvc_pull_is_up_to_date(pipeline_repo, tmp_path):
+    """The checkpoint is no DVC output and every uncached output is in git, so `dvc pull` into
+    a new clone gives a clean `dvc status` and `dvc repro` runs nothing. (Before the experiment
+    tests, which change the workspace.)"""
+    repo, env = pipeline_repo
+    remote = tmp_path / "dvc-remote"
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], repo, env)
+    run(["dvc", "push", "--all-commits"], repo, env)  # the committed outputs, whatever the workspace holds
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    run(["dvc", "remote", "add", "-d", "--local", "store", str(remote)], clone, env)
+    run(["dvc", "pull"], clone, env)
+    assert not (clone / "checkpoints").exists()
+    assert json.loads(run(["dvc", "status", "--json"], clone, env)) == {}
+    assert "Running stage" not in run(["dvc", "repro"], clone, env)
+    run(["dvc", "remote", "remove", "store"], repo, env)
+
+
 def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
     repo, env = pipeline_repo
     out = run(["dvc", "exp", "run", "-S", "num_gestures=4", "--name", "k4"], repo, env)
@@ -88,23 +106,6 @@ def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
     assert (repo.parent / "plots-html" / "index.html").is_file()
     # The TensorBoard run is named after the experiment.
     assert (repo / "runs" / "k4").is_dir()
-
-
-def test_a_fresh_clone_after_dvc_pull_is_up_to_date(pipeline_repo, tmp_path):
-    """The checkpoint is no DVC output and every uncached output is in git, so `dvc pull` into
-    a new clone gives a clean `dvc status` and `dvc repro` runs nothing."""
-    repo, env = pipeline_repo
-    remote = tmp_path / "dvc-remote"
-    run(["dvc", "remote", "add", "-d", "store", str(remote)], repo, env)
-    run(["dvc", "push", "-q"], repo, env)
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    run(["dvc", "remote", "add", "-d", "--local", "store", str(remote)], clone, env)
-    run(["dvc", "pull", "-q"], clone, env)
-    assert not (clone / "checkpoints").exists()
-    assert json.loads(run(["dvc", "status", "--json"], clone, env)) == {}
-    assert "Running stage" not in run(["dvc", "repro"], clone, env)
-    run(["dvc", "remote", "remove", "store"], repo, env)
 
 
 def test_another_data_split_retrains_from_scratch(pipeline_repo):

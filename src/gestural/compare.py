@@ -566,14 +566,16 @@ def _cell(summary: dict | None) -> str:
 
 def markdown_table(report: dict) -> str:
     """The report as a small markdown document: one row per setting, mean ± std across seeds."""
-    header = ["setting", "runs"] + list(METRICS.values()) + ["dissimilarity"]
+    # Only the metrics some setting has (a corpus without planted kernels has no seqNMF column).
+    keys = [k for k in METRICS if any((s["metrics"][k] or {}).get("mean") is not None for s in report["settings"])]
+    header = ["setting", "runs"] + [METRICS[k] for k in keys] + ["dissimilarity"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in report["settings"]:
         stab = s["stability"]
         diss = "n/a" if stab["dissimilarity_mean"] is None else (
             f"{stab['dissimilarity_mean']:.3f} (max {stab['dissimilarity_max']:.3f})")
         label = f"**{s['label']}** ✓" if s["label"] == report["chosen"] else s["label"]
-        cells = [label, str(len(s["runs"]))] + [_cell(s["metrics"][k]) for k in METRICS] + [diss]
+        cells = [label, str(len(s["runs"]))] + [_cell(s["metrics"][k]) for k in keys] + [diss]
         lines.append("| " + " | ".join(cells) + " |")
     text = [f"# Model selection over {report['param']}", "", "\n".join(lines), "",
             "Values: mean ± sample std across seeds (held-out, `metrics/eval.json` neural). "

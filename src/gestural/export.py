@@ -360,6 +360,21 @@ def export_kernel_table(path: str | os.PathLike, gestures_path: str | os.PathLik
     return len(rows)
 
 
+def write_annotations(directory: str | os.PathLike, utterance_id: str, scores, win_size: int, *, phones=None,
+                      gestures: Sequence[int] | None = None,
+                      relative_height: float = DEFAULT_RELATIVE_HEIGHT) -> list[GestureEvent]:
+    """Write ``<directory>/<utterance_id>.TextGrid`` and ``<directory>/events.csv`` for one
+    utterance's (K, T) scores (the directory must exist); returns the events. The one writer
+    of both files, for ``gestural factorize`` and the evaluate stage's examples."""
+    directory = Path(directory)
+    events = score_events(scores, win_size, relative_height=relative_height, gestures=gestures)
+    write_events(directory / "events.csv", event_rows(utterance_id, events, phones))
+    frames = np.shape(scores)[1]
+    write_textgrid(directory / f"{utterance_id}.TextGrid", build_textgrid(events, frames, phones=phones,
+                                                                         gestures=gestures))
+    return events
+
+
 # ------------------------------------------------------------------- corpus phone labels
 
 
@@ -374,3 +389,23 @@ def row_phones(row: dict | None, extracted: str | os.PathLike) -> list[tuple[flo
     except (OSError, EmaFormatError) as error:
         logger.warning("phone labels unavailable (%s)", error)
         return None
+
+
+def annotate_examples(out_dir: str | os.PathLike, example_ids: Sequence[str], test_ids: Sequence[str],
+                      scores: Sequence[np.ndarray], win_size: int, *, normalized: str | os.PathLike,
+                      extracted: str | os.PathLike) -> list[Path]:
+    """The evaluate stage's example utterances as Praat would read them: for each, a directory
+    ``<out_dir>/<id>/`` with ``<id>.TextGrid`` and ``events.csv`` (phones from its lab file)."""
+    from .dataset import NormalizedCorpus
+    from .io import atomic_dir
+
+    rows = {row["utterance_id"]: row for row in NormalizedCorpus.load(normalized, mmap=True).rows("test")}
+    position = {utterance: i for i, utterance in enumerate(test_ids)}
+    written = []
+    for utterance_id in example_ids:
+        utterance_id = str(utterance_id)
+        with atomic_dir(Path(out_dir) / utterance_id) as tmp:
+            write_annotations(tmp, utterance_id, scores[position[utterance_id]], win_size,
+                              phones=row_phones(rows.get(utterance_id), extracted))
+        written.append(Path(out_dir) / utterance_id)
+    return written

@@ -300,9 +300,6 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
     kernels = factorizer.gesture_kernels
     numbers = utterance_metrics(x, reconstruction, scores, kernels)
     in_use = numbers["gestures_in_use"]
-    # A score drives its kernel (win_size frames) directly: the span of an event.
-    events = export.score_events(scores, factorizer.model.config.win_size, relative_height=event_height,
-                                 gestures=in_use)
     metrics = {
         "utterance_id": utterance_id,
         "source": os.fspath(ema_path),
@@ -311,7 +308,6 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
         "frames": int(x.shape[1]),
         "frame_rate": FRAME_RATE,
         "seconds": x.shape[1] / FRAME_RATE,
-        "events": len(events),
         "event_height": event_height,
         "num_gestures": int(kernels.shape[0]),
         "missing_samples": notes["missing"] or None,
@@ -326,10 +322,11 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
     with atomic_dir(out_dir) as tmp:
         export.write_scores(tmp / "scores.npz", scores, frame_rate=FRAME_RATE)
         save_npy(tmp / "reconstruction.npy", reconstruction.astype(np.float32))
+        # A score drives its kernel (win_size frames) directly: the span of an event.
+        events = export.write_annotations(tmp, utterance_id, scores, factorizer.model.config.win_size,
+                                          phones=phones, gestures=in_use, relative_height=event_height)
+        metrics["events"] = len(events)
         write_json(tmp / "metrics.json", metrics)
-        export.write_events(tmp / "events.csv", export.event_rows(utterance_id, events, phones))
-        export.write_textgrid(tmp / f"{utterance_id}{TEXTGRID_SUFFIX}",
-                              export.build_textgrid(events, x.shape[1], phones=phones, gestures=in_use))
         if figures:
             _figures(tmp, utterance_id, x, reconstruction, scores, kernels, metrics["gestures_in_use"], phones,
                      dpi=dpi, max_gestures=max_gestures)

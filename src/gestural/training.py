@@ -760,7 +760,6 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     write_json(metrics_path, {  # the figures of merit; the whole curve is in curve_path
         "test_reconstruction": last.test_reconstruction,
         "gestures_in_use": last.gestures_in_use,
-        "kl": last.kl,
     })
     write_json(timing_path, {
         "epochs": len(result.history),
