@@ -4,7 +4,7 @@ Generates articulatory corpora of about 60k and 3M frames in memory, trains each
 params.yaml defaults (epochs x train.steps_per_epoch steps) and prints the held-out loss
 over the last epochs: a converged run changes by well under 1 % over its last five epochs.
 
-    python bench/corpus_size.py [--threads 2]
+    python bench/corpus_size.py [--threads 2] [--epochs N] [--sizes 60k 3M]
 """
 
 from __future__ import annotations
@@ -40,13 +40,18 @@ def corpus(speakers: int, per_speaker: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="override params.yaml epochs")
+    parser.add_argument("--sizes", nargs="+", default=["60k", "3M"], choices=["60k", "3M"])
     args = parser.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     values = {key: params[key] for key in TOP_LEVEL} | dict(params["train"])
     values.update(threads=args.threads, figure_every=10_000)
+    if args.epochs:
+        values["epochs"] = args.epochs
     config = TrainConfig(**values)
     results = []
-    for label, speakers, per_speaker in (("60k frames", 1, 160), ("3M frames", 8, 1000)):
+    sizes = {"60k": ("60k frames", 1, 160), "3M": ("3M frames", 8, 1000)}
+    for label, speakers, per_speaker in (sizes[size] for size in args.sizes):
         train, test = corpus(speakers, per_speaker)
         frames = sum(u.shape[1] for u in train + test)
         started = time.perf_counter()
