@@ -257,8 +257,12 @@ def test_rerun_replaces_the_output(corpus_builder, tmp_path):
 # --------------------------------------------------------------------------
 
 POOL_SCRIPT = """
-import os, sys, time
+import os, signal, sys, time
 from gestural import corpus
+
+# A shell that runs the tests in the background starts its children with SIGINT ignored; the
+# stage at a terminal gets Python's KeyboardInterrupt, which is what this script stands for.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from gestural.stage import run_stage
 
 def slow(seconds):
