@@ -51,9 +51,8 @@ from gestural.batches import UtteranceStore  # noqa: E402
 from gestural.corpus import build_npy  # noqa: E402
 from gestural.dataset import NormalizedCorpus  # noqa: E402
 from gestural.evaluation import (BaselineParams, classical_factorisation, evaluate_factorisation,  # noqa: E402
-                                 evaluate_model, fit_classical, has_planted_kernels, neural_factorisation,
-                                 planted_truth)
-from gestural.ground_truth import load_activations  # noqa: E402
+                                 evaluate_model, fit_classical, neural_factorisation, planted_truth)
+from gestural.ground_truth import has_planted_kernels, load_activations  # noqa: E402
 from gestural.model import GesturalAutoEncoder  # noqa: E402
 from gestural.normalize import normalize_corpus  # noqa: E402
 from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402

@@ -32,7 +32,7 @@ import torch
 
 from . import ema
 from .activation import activation_metrics, raw_channel_floor
-from .ground_truth import load_activations
+from .ground_truth import PLANTED_EVENTS, has_planted_kernels, load_activations, read_arrays
 from .batches import UtteranceStore
 from .cnmf import ConvNMF
 from .dataset import CorpusFileError, NormalizedCorpus
@@ -247,15 +247,6 @@ def planted_kernels_normalised(kernels_zscored: np.ndarray, stats: dict) -> np.n
     return kernels / span[None, :, None]
 
 
-def has_planted_kernels(truth_path: str | Path) -> bool:
-    """Whether ``ground_truth.npz`` holds planted kernels and onsets (the events corpus)."""
-    try:
-        with np.load(truth_path, allow_pickle=False) as archive:
-            return "kernels_zscored" in archive.files
-    except (ValueError, OSError) as error:
-        raise EvaluationError(f"{truth_path}: not a readable .npz file ({error})") from None
-
-
 def planted_truth(truth_path: str | Path, test_ids: Sequence[str], lengths: Sequence[int],
                   stats: dict) -> PlantedTruth:
     """Read ``ground_truth.npz`` and build the planted factorisation of the held-out utterances.
@@ -281,18 +272,10 @@ def planted_truth(truth_path: str | Path, test_ids: Sequence[str], lengths: Sequ
         The file is unreadable, lacks an array, or does not describe a held-out utterance.
     """
     truth_path = Path(truth_path)
-    needed = ("kernels_zscored", "utterance_ids", "event_utterance", "event_gesture", "event_onset",
-              "event_amplitude")
     try:
-        with np.load(truth_path, allow_pickle=False) as archive:
-            missing = [k for k in needed if k not in archive.files]
-            if missing:
-                raise EvaluationError(f"{truth_path}: missing array(s) {missing}")
-            arrays = {k: archive[k] for k in needed}
-    except FileNotFoundError:
-        raise EvaluationError(f"{truth_path}: no such file (run `dvc repro download`)") from None
-    except (ValueError, OSError) as error:
-        raise EvaluationError(f"{truth_path}: not a readable .npz file ({error})") from None
+        arrays = read_arrays(truth_path, PLANTED_EVENTS)
+    except ValueError as error:
+        raise EvaluationError(f"{error} (run `dvc repro download`)") from None
     try:
         kernels = planted_kernels_normalised(arrays["kernels_zscored"], stats)
     except ValueError as error:

@@ -74,6 +74,39 @@ def save_ground_truth(path: str | Path, *, kind: str, gesture_names: Sequence[st
             np.savez(handle, **arrays)
 
 
+# The events corpus's planted kernels and events (kernels in z-scored units).
+PLANTED_EVENTS = ("kernels_zscored", "utterance_ids", "event_utterance", "event_gesture", "event_onset",
+                  "event_amplitude")
+
+
+def read_arrays(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of a ground-truth file, or ValueError with one line naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in names if k not in archive.files]
+            if missing:
+                raise ValueError(f"{path}: not a ground-truth file, missing array(s) {missing}")
+            return {k: archive[k] for k in names}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (run `dvc repro download` with data.source: synthetic)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(str(path)) else f"{path}: not a readable .npz file "
+                         f"({message})") from None
+
+
+def has_planted_kernels(path: str | Path) -> bool:
+    """Whether the file holds planted kernels and events (the events corpus)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return all(k in archive.files for k in PLANTED_EVENTS)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+
+
 def load_activations(path: str | Path, utterance_ids: Sequence[str],
                      lengths: Sequence[int]) -> tuple[list[str], list[np.ndarray]]:
     """The planted gestures' activations of the given utterances.
@@ -97,20 +130,7 @@ def load_activations(path: str | Path, utterance_ids: Sequence[str],
         the utterances.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in _COMMON if k not in archive.files]
-            if missing:
-                raise ValueError(f"{path}: not a ground-truth file, missing array(s) {missing}")
-            arrays = {k: archive[k] for k in _COMMON}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file (run `dvc repro download` with data.source: synthetic)") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
-    except ValueError as error:
-        message = str(error)
-        raise ValueError(message if message.startswith(str(path)) else f"{path}: not a readable .npz file "
-                         f"({message})") from None
+    arrays = read_arrays(path, _COMMON)
     if len(utterance_ids) != len(lengths):
         raise ValueError(f"{len(utterance_ids)} utterance ids but {len(lengths)} lengths")
     names = [str(n) for n in arrays["gesture_names"]]
