@@ -308,7 +308,7 @@ class GesturalAutoEncoder(nn.Module):
         return F.relu(z)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = False):
-        """Scores (B, K, T), KL and the scores' posterior std (None for the AE).
+        """Scores (B, K, T), KL and the scores' posterior std (None for the AE and when sampling).
 
         ``sample`` draws from the VAE posterior, else takes its mean. The KL is given per
         gesture, averaged over real frames (nats per frame); its sum is the ELBO's KL term.
@@ -323,14 +323,16 @@ class GesturalAutoEncoder(nn.Module):
         a = mu / std
         mass_on, density = _normal_cdf(a), _normal_pdf(a)
         mean = mu * mass_on + std * density
-        second = (mu.square() + std.square()) * mass_on + mu * std * density
-        spread = (second - mean.square()).clamp_min(0.0).sqrt()
+        spread = None
+        if not sample:  # the posterior std is for users of the scores, not for training steps
+            second = (mu.square() + std.square()) * mass_on + mu * std * density
+            spread = (second - mean.square()).clamp_min(0.0).sqrt() * mask
         scores = self._rectify(mu + std * torch.randn_like(mu)) if sample else mean
         prior_loc = self.prior_loc[None, :, None]
         prior_std = self.prior_log_scale.clamp(-5.0, 3.0).exp()[None, :, None]
         kl = rectified_gaussian_kl(mu, std, prior_loc, prior_std)
         kl = (kl * mask).sum((0, 2)) / mask.sum().clamp_min(1.0)  # (K,): nats per real frame
-        return self.keep_peaks(scores * mask), kl, spread * mask
+        return self.keep_peaks(scores * mask), kl, spread
 
     def negative_log_likelihood(self, x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """VAE: Gaussian NLL with the learned noise scale, summed over channels, mean per real frame."""

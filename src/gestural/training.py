@@ -411,9 +411,6 @@ class Trainer:
         # Totals over every invocation, so that a resumed run reports its whole training.
         self.trained_frames, self.train_seconds = 0, 0.0
 
-    def _reset(self) -> None:
-        self._build()
-
     @staticmethod
     def _seed_everything(seed: int) -> None:
         random.seed(seed)
@@ -462,7 +459,7 @@ class Trainer:
             _set_rng_state(state["rng"], self.generator)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             log.info(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0][:200]}); starting fresh")
-            self._reset()
+            self._build()  # a partly loaded state: start again from the seed
             return
         self.history = history
         self.start_epoch = state["epoch"]
