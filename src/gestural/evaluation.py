@@ -499,8 +499,8 @@ def _pooled_onset_f1(onsets: Sequence[np.ndarray], traces: Sequence[np.ndarray],
                     tolerance, lag=lag, relative_height=relative_height)
 
 
-def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, onset_tolerance: int = 2,
-                     onset_relative_height: float = 0.1, device="cpu") -> tuple[dict, dict]:
+def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, in_use: Sequence[bool] | None = None,
+                     onset_tolerance: int = 2, onset_relative_height: float = 0.1, device="cpu") -> tuple[dict, dict]:
     """How well a factorisation recovers the planted one.
 
     Parameters
@@ -510,6 +510,10 @@ def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, 
         Learned kernels.
     scores : list of array (K, T_i)
         Learned scores of the same utterances as ``truth.scores``.
+    in_use : sequence of K bool, optional
+        The learned gestures in use (``score_sparsity(...)["in_use"]``; computed when None).
+        Only these are matched: a kernel that is never switched on is not a learned gesture,
+        however well its shape (a k-means start, say) fits a planted one.
     onset_tolerance, onset_relative_height
         See :class:`EvaluateParams`.
     device : str or torch.device
@@ -528,11 +532,9 @@ def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, 
     """
     kernels = np.asarray(gesture_kernels, dtype=np.float64)
     device = torch.device(device)
-    # A learned gesture that is never switched on has an all-zero factor reconstruction: its
-    # cosine with every planted factor is 0, so leaving it out of seqNMF's matching changes
-    # no score, and saves most of the work when few of many gestures are used.
-    mass = np.sum([np.abs(np.asarray(h, dtype=np.float64)).sum(axis=1) for h in scores], axis=0)
-    used = np.flatnonzero(mass > 0)
+    if in_use is None:
+        in_use = score_sparsity(np.concatenate([np.asarray(h) for h in scores], axis=1), kernels=kernels)["in_use"]
+    used = np.flatnonzero(np.asarray(in_use, dtype=bool))
     if used.size == 0:
         used = np.arange(kernels.shape[0])
     seq = seqnmf_similarity(
@@ -542,7 +544,8 @@ def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, 
         [torch.as_tensor(np.asarray(h)[used], device=device) for h in scores],
     )
     seq["matches"] = [(p, int(used[k]), c) for p, k, c in seq["matches"]]
-    recovery = kernel_recovery(truth.kernels, kernels)
+    recovery = kernel_recovery(truth.kernels, kernels[used])
+    recovery["assignment"] = [(p, int(used[k]), lag) for p, k, lag in recovery["assignment"]]
     num_planted = truth.kernels.shape[0]
     per_gesture = [{"learned": None, "lag": None, "f1": 0.0, "precision": 0.0, "recall": 0.0,
                     "num_onsets": int(sum(len(o[p]) for o in truth.onsets)), "num_peaks": 0, "num_matched": 0}
@@ -631,7 +634,7 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
     matching = None
     if truth is not None:
         recovery, matching = recovery_metrics(truth, factorised.gesture_kernels, factorised.scores,
-                                              onset_tolerance=onset_tolerance,
+                                              in_use=sparsity["in_use"], onset_tolerance=onset_tolerance,
                                               onset_relative_height=onset_relative_height, device=device)
         metrics.update(recovery)
     metrics.update(factorised.extra)
