@@ -138,14 +138,18 @@ def test_score_sparsity_known_values_and_padding():
     scores[1, 2] = 1e-6  # a gesture used almost nothing
     result = score_sparsity(scores)
     assert result["hoyer_across_gestures"] == pytest.approx(0.5, abs=1e-5)
-    # gesture 0: 5 equal values of 10 frames -> (sqrt10 - sqrt5)/(sqrt10 - 1); gesture 1: one-hot
+    # gesture 0: 5 equal values of 10 frames -> (sqrt10 - sqrt5)/(sqrt10 - 1); gesture 1 (one
+    # stray spike, not in use) does not count.
     expected_0 = (math.sqrt(10) - math.sqrt(5)) / (math.sqrt(10) - 1)
-    assert result["hoyer_across_time"] == pytest.approx((expected_0 + 1.0 + 0 + 0) / 4)
+    assert result["hoyer_across_time"] == pytest.approx(expected_0)
     assert result["num_gestures_in_use"] == 1 and result["gestures_in_use"] == 0.25
-    # With kernels, gesture 1's huge kernel makes its contribution count.
+    # With kernels, gesture 1's huge kernel makes its contribution count, and its one-hot trace.
     kernels = np.ones((4, C, 3))
     kernels[1] *= 1e4
-    assert score_sparsity(scores, kernels=kernels)["num_gestures_in_use"] == 2
+    weighted = score_sparsity(scores, kernels=kernels)
+    assert weighted["num_gestures_in_use"] == 2
+    assert weighted["hoyer_across_time"] == pytest.approx((expected_0 + 1.0) / 2)
+    assert score_sparsity(np.zeros((3, 5)))["hoyer_across_time"] == 0.0
 
     batch = np.full((2, 4, 15), 7.0)  # garbage in the padding
     batch[0, :, :10] = scores

@@ -94,19 +94,24 @@ def test_l1_and_mse_losses_on_known_errors():
 def test_hoyer_penalty_does_not_call_silent_gestures_sparse():
     mask = torch.ones(1, 10, dtype=torch.bool)
     silent = torch.zeros(1, 4, 10)
-    across_gestures, across_time = losses.score_hoyer(silent, mask)
-    assert across_gestures.item() == 0.0 and across_time.item() == 0.0
-    one_hot = torch.zeros(1, 4, 10)
-    one_hot[0, :, 3] = 1.0
-    one_hot[0, 0, 3] = 5.0
+    across_gestures, across_time, active = losses.score_hoyer(silent, mask)
+    assert across_gestures.item() == 0.0 and not active.any()
+    # A silent gesture is left out of the time penalty: switching gestures off is no way out.
+    assert losses.hoyer_shortfall(across_time, 0.9, active).item() == 0.0
     spike = torch.zeros(1, 4, 10)
     spike[0, 2, 5] = 1.0
-    across_gestures, _ = losses.score_hoyer(spike, mask)
+    across_gestures, across_time, active = losses.score_hoyer(spike, mask)
     # One active frame, perfectly sparse across gestures; the 9 silent frames count 0.
     assert across_gestures.item() == pytest.approx(0.1)
+    assert active.tolist() == [False, False, True, False] and across_time[2].item() == pytest.approx(1.0)
+    flat = torch.ones(1, 4, 10)
+    _, across_time, active = losses.score_hoyer(flat, mask)
+    assert losses.hoyer_shortfall(across_time, 0.5, active).item() == pytest.approx(0.25)
+    assert losses.hoyer_shortfall(torch.tensor([0.9]), 0.5).item() == 0.0  # sparser than the target: free
     scores = torch.rand(1, 4, 10, requires_grad=True)
-    sum(losses.score_hoyer(scores, mask)).backward()
-    assert torch.isfinite(scores.grad).all()
+    across_gestures, across_time, active = losses.score_hoyer(scores, mask)
+    (losses.hoyer_shortfall(across_gestures, 0.9) + losses.hoyer_shortfall(across_time, 0.9, active)).backward()
+    assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
 
 
 def test_vae_kl_is_non_negative_and_inference_uses_the_posterior_mean():

@@ -49,14 +49,25 @@ def default_config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+_TRAINED: dict = {}
+
+
+def train_and_evaluate(corpus, **variant):
+    """(config, result, metrics) of a variant, trained once per test session."""
+    key = tuple(sorted(variant.items()))
+    if key not in _TRAINED:
+        train, test, activations = corpus
+        config = default_config(**variant)
+        result = Trainer(config, train, test, progress=False).fit()
+        metrics, _, _ = evaluate_model(result.model, UtteranceStore(test, "cpu"), activations=activations)
+        _TRAINED[key] = config, result, metrics
+    return _TRAINED[key]
+
+
 @pytest.mark.parametrize("variant", [dict(), dict(model="vae"), dict(sparse=True), dict(loss="l1")],
                          ids=["ae", "vae", "sparse", "l1"])
 def test_each_variant_learns_at_the_defaults(corpus, variant):
-    train, test, activations = corpus
-    config = default_config(**variant)
-    result = Trainer(config, train, test, progress=False).fit()
-    store = UtteranceStore(test, "cpu")
-    metrics, _, factorised = evaluate_model(result.model, store, activations=activations)
+    config, result, metrics = train_and_evaluate(corpus, **variant)
     # A collapse (the failure seen with the earlier sparse settings) explains about 0.3.
     assert metrics["variance_explained"] >= 0.75, metrics["variance_explained"]
     # Scores alive: several gestures in use, not just one or two always-on ones.
@@ -65,3 +76,11 @@ def test_each_variant_learns_at_the_defaults(corpus, variant):
     assert metrics["activation_auc"] >= 0.7, metrics["activation_auc"]
     if config.model == "vae":
         assert np.isfinite(metrics["elbo_per_frame"])
+
+
+def test_sparse_scores_are_sparser_than_the_default_ones_and_keep_their_gestures(corpus):
+    _, _, default = train_and_evaluate(corpus)
+    _, _, sparse = train_and_evaluate(corpus, sparse=True)
+    assert sparse["hoyer_across_time"] >= default["hoyer_across_time"] + 0.05, (sparse["hoyer_across_time"], default["hoyer_across_time"])
+    assert sparse["num_gestures_in_use"] >= default["num_gestures_in_use"] - 2
+    assert sparse["variance_explained"] >= default["variance_explained"] - 0.05

@@ -18,19 +18,33 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor
     return per_element.sum() / (mask.sum() * x.shape[1]).clamp_min(1.0)
 
 
-def score_hoyer(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable Hoyer sparsity of H across gestures (mean over real frames) and
-    across time (mean over gestures, each over the batch's real frames).
+def score_hoyer(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differentiable Hoyer sparsity of H across gestures and across time.
 
-    Silent frames and silent gestures score 0, not 1 (see ``metrics.hoyer``), so switching
-    gestures off is not rewarded as sparsity.
+    Returns the mean over real frames of the Hoyer sparsity across gestures (silent frames
+    score 0, not 1, see ``metrics.hoyer``), each gesture's Hoyer sparsity across time (K,)
+    over the batch's real frames, and which gestures are active in the batch (K,): the
+    penalties average over those only, so that switching a gesture off is neither counted as
+    sparsity nor a way out of the penalty.
     """
     real = mask.to(scores.dtype)
     h = scores * real[:, None, :]
     per_frame = hoyer_from_norms(h.sum(1), _safe_norm(h, 1), scores.shape[1])
     across_gestures = (per_frame * real).sum() / real.sum().clamp_min(1.0)
-    per_gesture = hoyer_from_norms(h.sum((0, 2)), _safe_norm(h, (0, 2)), real.sum())
-    return across_gestures, per_gesture.mean()
+    mass = h.sum((0, 2))
+    across_time = hoyer_from_norms(mass, _safe_norm(h, (0, 2)), real.sum())
+    return across_gestures, across_time, mass > 0
+
+
+def hoyer_shortfall(sparsity: torch.Tensor, target: float, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``max(0, target - sparsity)^2`` (over the ``active`` entries when given): a
+    score at least as sparse as the target costs nothing, so a target below the data's
+    natural sparsity never pushes scores to be denser."""
+    shortfall = (target - sparsity).clamp_min(0.0).square()
+    if active is None:
+        return shortfall.mean()
+    weight = active.to(shortfall.dtype)
+    return (shortfall * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def _safe_norm(h: torch.Tensor, dim) -> torch.Tensor:

@@ -275,8 +275,10 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
     dict with
         ``hoyer_across_gestures``: mean over real frames of the Hoyer sparsity of H[:, t]
         (frames where every gesture is zero count 0; see :func:`hoyer`);
-        ``hoyer_across_time``: mean over gestures of the Hoyer sparsity of H[k] over the
-        pooled real frames (unused gestures count 0);
+        ``hoyer_across_time``: mean over the gestures in use of the Hoyer sparsity of H[k]
+        over the pooled real frames (0 when none is in use): how sparse the scores of the
+        gestures a model works with are, whatever the spare ones do (an unused gesture
+        would count 1 with a stray spike and 0 when exactly zero);
         ``gestures_in_use``: fraction of the K gestures in use;
         ``num_gestures_in_use``: their number;
         ``in_use``: list of K flags;
@@ -298,7 +300,6 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
 
     l1 = h.sum(dim=(0, 2))  # (K,)
     per_gesture = hoyer_from_norms(l1, torch.sqrt((h**2).sum(dim=(0, 2))), num_frames)
-    across_time = per_gesture.mean()
 
     contribution = l1
     if kernels is not None:
@@ -310,6 +311,7 @@ def score_sparsity(scores, mask=None, kernels=None, threshold: float = 1e-3) -> 
     largest = contribution.max()
     in_use = (contribution > threshold * largest) & (contribution > 0)
     count = int(in_use.sum())
+    across_time = per_gesture[in_use].mean() if count else per_gesture.new_zeros(())
     return {
         "hoyer_across_gestures": across_gestures.item(),
         "hoyer_across_time": across_time.item(),

@@ -90,6 +90,7 @@ class TrainConfig:
     hoyer_time_target: float = 0.95
     beta: float = 1.0
     kl_warmup_fraction: float = 0.3
+    hoyer_warmup_fraction: float = 0.5
     free_bits: float = 0.0
     prior_mean: float = -1.0
     prior_std: float = 1.0
@@ -170,6 +171,7 @@ class TrainConfig:
             number(name, 0.0)
         number("warmup_fraction", 0.0)
         number("kl_warmup_fraction", 0.0, 1.0)
+        number("hoyer_warmup_fraction", 0.0, 1.0)
         number("free_bits", 0.0)
         if self.warmup_fraction >= 1:
             fail("warmup_fraction", "must be < 1")
@@ -548,10 +550,12 @@ class Trainer:
         return total, reconstruction, sparsity, out
 
     def _beta(self) -> float:
-        total = self.config.epochs * self.steps_per_epoch
-        warmup = self.config.kl_warmup_fraction * total
-        done = self.scheduler.last_epoch
-        return self.config.beta * (min(1.0, done / warmup) if warmup > 0 else 1.0)
+        return self.config.beta * self._ramp(self.config.kl_warmup_fraction)
+
+    def _ramp(self, fraction: float) -> float:
+        """0 -> 1 linearly over the first ``fraction`` of the steps, then 1."""
+        warmup = fraction * self.config.epochs * self.steps_per_epoch
+        return min(1.0, self.scheduler.last_epoch / warmup) if warmup > 0 else 1.0
 
     def _score_penalties(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L1 (AE only: the VAE's sparsity is its prior), smoothness, group sparsity, Hoyer."""
@@ -566,9 +570,16 @@ class Trainer:
         if config.group_weight:
             penalty = penalty + config.group_weight * losses.score_group_norm(scores, mask)
         if config.sparse:
-            across_gestures, across_time = losses.score_hoyer(scores, mask)
-            penalty = penalty + config.hoyer_gestures_weight * (config.hoyer_gestures_target - across_gestures).square()
-            penalty = penalty + config.hoyer_time_weight * (config.hoyer_time_target - across_time).square()
+            # Ramped in like the KL: scale-free penalties have gradients of 1/||H||, which on
+            # the small scores of an untrained model drown the reconstruction and switch
+            # everything off; once the gestures explain the data they only sharpen them.
+            across_gestures, across_time, active = losses.score_hoyer(scores, mask)
+            ramp = self._ramp(config.hoyer_warmup_fraction)
+            penalty = penalty + ramp * config.hoyer_gestures_weight * losses.hoyer_shortfall(
+                across_gestures, config.hoyer_gestures_target)
+            # Per gesture in use: each one is sharpened, none is switched off to lift an average.
+            penalty = penalty + ramp * config.hoyer_time_weight * losses.hoyer_shortfall(
+                across_time, config.hoyer_time_target, active)
         return penalty
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -599,9 +610,9 @@ class Trainer:
             active += float((out.scores > 0).sum())
             total += real * self.config.num_gestures
             score_mass += out.scores.sum((0, 2))
-            across_gestures, across_time = losses.score_hoyer(out.scores, mask)
+            across_gestures, across_time, in_batch = losses.score_hoyer(out.scores, mask)
             hoyer_g += float(across_gestures) * real
-            hoyer_t += float(across_time) * real
+            hoyer_t += float(across_time[in_batch].mean()) * real if in_batch.any() else 0.0
         self.model.train()
         in_use = score_sparsity(score_mass[:, None], kernels=self.model.decoder.gesture_kernels)["gestures_in_use"]
         return {"test_reconstruction": error_sum / frames, "active_scores": active / total,
