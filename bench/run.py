@@ -58,7 +58,8 @@ from gestural.normalize import normalize_corpus  # noqa: E402
 from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402
 from gestural.synthetic import SyntheticConfig, write_corpus  # noqa: E402
 from gestural.io import json_safe  # noqa: E402
-from gestural.training import TrainConfig, Trainer, resolve_device, synchronize  # noqa: E402
+from gestural.devices import resolve_device, synchronize  # noqa: E402
+from gestural.training import TrainConfig, Trainer  # noqa: E402
 
 # Dense peak FLOP/s by precision (vendor datasheets, no structured sparsity). The H200 has
 # the H100 SXM's compute. fp32 means the CUDA cores' (non-tensor) fp32 rate.

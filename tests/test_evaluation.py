@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import importlib.util
 import json
@@ -25,7 +27,8 @@ from gestural.stage import run_stage
 from gestural.metrics import convolve_scores, kernel_recovery
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.params import ParamsError
-from gestural.training import TrainConfig, save_model
+from gestural.model_io import save_model
+from gestural.training import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 C, L, P = 12, 8, 3
@@ -299,7 +302,7 @@ def make_project(root: Path, *, model: bool = True, truth: bool = True) -> None:
         network = GesturalAutoEncoder(config.model_config())
         with torch.no_grad():
             network.decoder.kernels_raw[:P].copy_(torch.from_numpy(kernels))
-        save_model(root / "models" / "model.pt", network, config, stats)
+        save_model(root / "models" / "model.pt", network, dataclasses.asdict(config), stats)
         write_json(root / "reports" / "timing" / "train.json", {"seconds": 12.5})
     params = {"device": "cpu", "seed": 0, "evaluate": evaluate_section()}
     (root / "params.yaml").write_text(yaml.safe_dump(params))

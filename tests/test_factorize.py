@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,8 @@ import torch
 from gestural import cli, ema, export
 from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, Factorizer, FactorizeError, find_lab
 from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.training import TrainConfig, save_model
+from gestural.model_io import save_model
+from gestural.training import TrainConfig
 
 from conftest import PROJECT_ROOT
 
@@ -30,7 +32,7 @@ def model_path(tmp_path_factory):
     normalization = {"channels": list(ema.CHANNELS), "low": LOW.tolist(), "high": HIGH.tolist(),
                      "percentiles": [0.0, 100.0]}
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, model, TrainConfig(num_gestures=3, win_size=4, hidden=8), normalization)
+    save_model(path, model, dataclasses.asdict(TrainConfig(num_gestures=3, win_size=4, hidden=8)), normalization)
     return path
 
 

@@ -20,14 +20,15 @@ import torch
 import yaml
 
 from gestural.archive import safe_extract
-from gestural.initialize import load_model_file
+from gestural.model_io import read_model_file
 from gestural.io import atomic_dir, atomic_path, current_umask
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.normalize import normalize_corpus
 from gestural.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params, synthetic_config
 from gestural.stage import run_stage
 from gestural.synthetic import SyntheticConfig
-from gestural.training import TrainConfig, save_model
+from gestural.model_io import save_model
+from gestural.training import TrainConfig
 
 from conftest import PROJECT_ROOT
 
@@ -129,14 +130,14 @@ class _RunsCode:
 def model_file_that_runs_code(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {}, "model_config": {}, "payload": _RunsCode(tmp_path / "pwned")}, path)
-    return lambda: load_model_file(path)
+    return lambda: read_model_file(path)
 
 
 def truncated_model_file(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {"w": torch.zeros(100)}, "model_config": {}}, path)
     path.write_bytes(path.read_bytes()[:300])
-    return lambda: load_model_file(path)
+    return lambda: read_model_file(path)
 
 
 def _raises(error):
@@ -279,8 +280,8 @@ def test_an_unknown_key_without_a_close_match_gets_no_suggestion(tmp_path):
 def test_a_model_written_by_the_train_stage_loads_with_weights_only(tmp_path):
     model = GesturalAutoEncoder(ModelConfig(num_gestures=4, win_size=5, hidden=8))
     stats = {"channels": ["td_x"] * 12, "low": [0.0] * 12, "high": [1.0] * 12, "percentiles": [0.0, 100.0]}
-    save_model(tmp_path / "model.pt", model, TrainConfig(), stats)
-    payload = load_model_file(tmp_path / "model.pt")
+    save_model(tmp_path / "model.pt", model, dataclasses.asdict(TrainConfig()), stats)
+    payload = read_model_file(tmp_path / "model.pt")
     assert payload["model_config"]["num_gestures"] == 4 and payload["normalization"] == stats
     for key, value in model.state_dict().items():
         assert torch.equal(payload["state_dict"][key], value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import io
 import json
@@ -14,7 +16,8 @@ import torch
 from gestural import ema, plots
 from gestural.figures import FIGURES, FigureInputError, FigureInputs, PlotParams, make_figures, read_channel_correlation
 from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.training import TrainConfig, save_model
+from gestural.model_io import save_model
+from gestural.training import TrainConfig
 
 RNG = np.random.default_rng(0)
 FRAMES = 120
@@ -243,7 +246,7 @@ def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -
     normalization = {"channels": list(ema.CHANNELS), "low": [-2.0] * 12, "high": [2.0] * 12,
                      "ema_stats": {"spk": {"mean": [0.0] * 12, "std": [1.5] * 12}}}
     save_model(root / "models" / "model.pt", model,
-               TrainConfig(num_gestures=num_gestures, win_size=LENGTH, hidden=8), normalization)
+               dataclasses.asdict(TrainConfig(num_gestures=num_gestures, win_size=LENGTH, hidden=8)), normalization)
     np.save(root / "models" / "gestures.npy", model.decoder.gesture_kernels.detach().numpy())
     (root / "plots").mkdir()
     (root / "plots" / "learning_curve.csv").write_text(

@@ -3,6 +3,8 @@ status 1 (130 for Ctrl-C), never a traceback, never a stale or half-written mode
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import os
 
@@ -14,7 +16,8 @@ import yaml
 from gestural.dataset import INDEX_COLUMNS, write_index
 from gestural.io import save_npy, write_json
 from gestural.stage import run_stage
-from gestural.training import TrainConfig, save_model
+from gestural.model_io import save_model
+from gestural.training import TrainConfig
 
 from conftest import PROJECT_ROOT
 
@@ -108,7 +111,7 @@ def test_a_model_of_another_shape_to_continue_from_is_one_line(tmp_path, monkeyp
     config = TrainConfig(num_gestures=5, win_size=6, hidden=8)
     from gestural.model import GesturalAutoEncoder
 
-    save_model(other, GesturalAutoEncoder(config.model_config()), config, {})
+    save_model(other, GesturalAutoEncoder(config.model_config()), dataclasses.asdict(config), {})
     make_project(tmp_path, train_key("init", str(other)))
     assert run_train(tmp_path, monkeypatch) == 1
     err = capsys.readouterr().err

@@ -14,8 +14,9 @@ import yaml
 from gestural.metrics import kernel_recovery
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.params import ParamsError
-from gestural.training import (TrainConfig, Trainer, TrainingDataError, load_model, resolve_device,
-                               write_training_outputs)
+from gestural.devices import resolve_device
+from gestural.model_io import load_model
+from gestural.training import TrainConfig, Trainer, TrainingDataError, write_training_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

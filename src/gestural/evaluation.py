@@ -41,7 +41,8 @@ from .metrics import (convolve_scores, distinct_gestures, kernel_recovery, onset
                       seqnmf_similarity)
 from .model import GesturalAutoEncoder
 from .params import ParamsError, Section
-from .training import load_model, resolve_device, synchronize
+from .devices import resolve_device, synchronize
+from .model_io import ModelFileError, load_model
 
 __all__ = [
     "BaselineParams",
@@ -705,8 +706,8 @@ def _load_inputs(model_path: Path, data_dir: Path, device: torch.device):
         raise EvaluationError(f"{data_dir / 'frames.npy'} not found: run `dvc repro normalize` first")
     try:
         model, payload = load_model(model_path, device)
-    except (ValueError, RuntimeError, KeyError, TypeError) as error:
-        raise EvaluationError(f"{model_path}: cannot be loaded ({error}); run `dvc repro train`") from None
+    except ModelFileError as error:
+        raise EvaluationError(f"{error}; run `dvc repro train`") from None
     try:
         corpus = NormalizedCorpus.load(data_dir)
     except CorpusFileError as error:

@@ -22,7 +22,6 @@ The TextGrid, events and scores formats are :mod:`gestural.export`'s.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,14 @@ import torch
 
 from . import export, plots
 from .corpus import fill_nan_runs
+from .devices import DEVICE_CHOICES, is_device_name, resolve_device
 from .ema import CHANNELS, FRAME_RATE, NUM_CHANNELS, EmaFormatError, read_ema, read_lab
 from .io import atomic_dir, json_safe, save_npy, write_json
 from .metrics import reconstruction_metrics, score_sparsity
 from .model import GesturalAutoEncoder
+from .model_io import ModelFileError, load_model
 from .normalize import scale_to_unit
+from .params import ParamsError
 
 OUTPUT_FILES: tuple[str, ...] = ("scores.npz", "reconstruction.npy", "metrics.json", "events.csv")
 TEXTGRID_SUFFIX = ".TextGrid"  # <utterance id>.TextGrid: named like the utterance's wav, as Praat users pair them
@@ -82,22 +84,18 @@ class Factorizer:
             The file is missing, is not a model, or has no normalisation; or the device
             is unavailable.
         """
-        from .training import load_model, resolve_device
-
         if max_nan_run < 0:
             raise FactorizeError(f"--max-nan-run must be >= 0 (got {max_nan_run})")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
-            raise FactorizeError(f"--device must be auto, cpu, cuda or cuda:<index> (got {device!r})")
+        if not is_device_name(device):
+            raise FactorizeError(f"--device must be {DEVICE_CHOICES} (got {device!r})")
         try:
             torch_device = resolve_device(device)
-        except RuntimeError as error:
+        except ParamsError as error:
             raise FactorizeError(str(error).replace("params.yaml device", "--device")) from None
         try:
             model, payload = load_model(model_path, torch_device)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ModelFileError) as error:
             raise FactorizeError(str(error)) from None
-        except (ValueError, RuntimeError, KeyError, TypeError) as error:
-            raise FactorizeError(f"{model_path}: not a usable gestural model ({error})") from None
         normalization = payload.get("normalization") or {}
         try:
             low = np.asarray(normalization["low"], dtype=np.float64)[:NUM_CHANNELS]

@@ -22,6 +22,7 @@ from .dataset import CorpusFileError, read_index
 from .ema import CHANNELS, EmaFormatError, read_ema_stats
 from .export import ExportError, row_phones
 from .io import atomic_dir
+from .model_io import ModelFileError, load_model
 
 FIGURES: tuple[str, ...] = (
     "learning_curves.png",
@@ -249,12 +250,10 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
     FigureInputError
         A required input is missing or malformed.
     """
-    from .training import load_model
-
     try:
         model, payload = load_model(_need(Path(inputs.model), "train"))
-    except (ValueError, RuntimeError, KeyError, TypeError) as error:
-        raise FigureInputError(f"{inputs.model}: cannot be loaded ({error}); run `dvc repro train`") from None
+    except ModelFileError as error:
+        raise FigureInputError(f"{error}; run `dvc repro train`") from None
     kernels = model.decoder.effective_kernels.detach().cpu().numpy()
     if inputs.gestures is not None and Path(inputs.gestures).is_file():
         saved = np.load(inputs.gestures, allow_pickle=False)

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
-from .model import GesturalAutoEncoder
 
 # Enough windows for stable centres, few enough that k-means takes about a second.
 _MAX_WINDOWS = 20000
@@ -58,49 +57,3 @@ def kmeans_kernels(utterances: list[np.ndarray], num_gestures: int, win_size: in
         # A small floor keeps every entry trainable (an exact zero stays in the ReLU's dead zone).
         centres = centres.clip(min=0.0) + 1e-3
     return centres.reshape(num_gestures, x.shape[0], win_size).astype(np.float32)
-
-
-def _load_problem(error: Exception) -> str:
-    """One line for a failed ``torch.load(weights_only=True)``; torch's own message is a
-    page of advice that ends by suggesting ``weights_only=False``, which we never want."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    blocked = next((line for line in lines if "GLOBAL" in line), None)
-    if blocked is not None:
-        return (f"refused: it holds Python objects, not only tensors and plain data ({blocked}); "
-                "loading it could run code from the file")
-    detail = next((line for line in reversed(lines) if "Unsupported" in line), lines[0] if lines else "")
-    detail = detail.split(". ")[0][:200] if detail else type(error).__name__
-    return f"not a readable model file, or truncated ({type(error).__name__}: {detail})"
-
-
-def load_model_file(path: str | Path, map_location="cpu") -> dict:
-    """Read a ``model.pt`` written by the train stage, with a clear error if it is not one.
-
-    ``weights_only=True``: the file may come from anyone (``train.init: path/to/model.pt``),
-    and a full unpickle would run whatever code it holds. The train stage writes only
-    tensors, dicts, lists and numbers, which this loader accepts.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for a corrupt or unsafe file
-        raise InitError(f"{path}: {_load_problem(error)}") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "model_config" not in payload:
-        raise InitError(f"{path}: not a gestural model file (no state_dict / model_config)")
-    return payload
-
-
-def load_pretrained_(model: GesturalAutoEncoder, path: str | Path) -> None:
-    """Copy a trained model's weights into ``model``; refuse a model of another shape."""
-    payload = load_model_file(path)
-    theirs = payload["model_config"]
-    ours = model.config
-    for key in ("num_gestures", "win_size", "num_channels", "hidden", "model"):
-        if theirs.get(key) != getattr(ours, key):
-            raise InitError(
-                f"init: {path} was trained with {key}={theirs.get(key)!r} but params.yaml asks for "
-                f"{key}={getattr(ours, key)!r}; the model shapes must match to continue from it"
-            )
-    model.load_state_dict(payload["state_dict"])

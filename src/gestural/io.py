@@ -172,3 +172,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_torch(path: str | Path, obj) -> None:
+    """``torch.save`` atomically, byte-stable: saved to memory first, because torch records the
+    name of the file it writes (a temporary name would change the bytes on every save)."""
+    import io
+
+    import torch  # here, so that the data stages' imports stay light
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())

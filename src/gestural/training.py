@@ -32,11 +32,13 @@ from tqdm import tqdm
 
 from . import losses
 from .batches import CropSampler, UtteranceStore
-from .initialize import kmeans_kernels, load_pretrained_, resting_posture
-from .io import atomic_path
+from .devices import DEVICE_CHOICES, is_device_name, resolve_device
+from .initialize import kmeans_kernels, resting_posture
+from .io import save_torch
 from .metrics import score_sparsity
 from .params import ParamsError
 from .model import KERNEL_KINDS, Factorisation, GesturalAutoEncoder, ModelConfig
+from .model_io import ModelFileError, load_weights_, save_model
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ _TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size",
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Sizes past these are typos (num_gestures: 100000 would ask for gigabytes of scores per batch).
 MAX_GESTURES, MAX_WIN_SIZE, MAX_SEGMENT_LEN = 4096, 1000, 100_000
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 # Knobs that change how a run is watched or scheduled, never its result: they are left out
 # of the checkpoint fingerprint (and are not stage params in dvc.yaml).
@@ -163,8 +164,8 @@ class TrainConfig:
         boolean("sparse")
         choice("model", ("ae", "vae"))
         choice("loss", ("mse", "l1"))
-        if not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
-            fail("device", "must be auto, cpu, cuda or cuda:<index>")
+        if not is_device_name(self.device):
+            fail("device", f"must be {DEVICE_CHOICES}")
         number("lr", 0.0, open_low=True)
         for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
                      "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
@@ -231,37 +232,6 @@ def run_fingerprint(config: TrainConfig, train_utterances, test_utterances) -> s
     if config.init not in ("random", "kmeans") and Path(config.init).is_file():
         _hash_file(Path(config.init), digest)
     return digest.hexdigest()[:16]
-
-
-def save_torch(path: str | Path, obj) -> None:
-    """``torch.save`` atomically, byte-stable: saved to memory first, because torch records the
-    name of the file it writes (a temporary name would change the bytes on every save)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(buffer.getvalue())
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks the GPU when there is one; an absent GPU asked for by name is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not (isinstance(name, str) and _DEVICE.fullmatch(name)):
-        raise ParamsError(f"params.yaml device: must be auto, cpu, cuda or cuda:<index> (got {name!r})")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ParamsError(f"params.yaml device: {name!r} asked for, but torch sees no CUDA GPU; use auto or cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ParamsError(f"params.yaml device: {name!r} asked for, but torch sees "
-                              f"{torch.cuda.device_count()} GPU(s)")
-    return device
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued work, so that a timer measures it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -433,8 +403,8 @@ class Trainer:
                 decoder.kernels_raw.copy_(torch.from_numpy(kernels))
         elif config.init != "random":
             try:
-                load_pretrained_(self.model, config.init)
-            except (ValueError, OSError) as error:
+                load_weights_(self.model, config.init)
+            except (ModelFileError, OSError) as error:
                 raise ParamsError(f"params.yaml train.init: {error}") from None
 
     # ----------------------------------------------------------------- checkpoints
@@ -725,28 +695,6 @@ def default_run_name(config: TrainConfig) -> str:
     return f"{config.model}-K{config.num_gestures}-w{config.win_size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def save_model(path: str | Path, model: GesturalAutoEncoder, config: TrainConfig, normalization: dict) -> None:
-    """Write ``model.pt``: weights plus what is needed to use it alone."""
-    payload = {
-        "format": "gestural-model/1",
-        "model_config": dataclasses.asdict(model.config),
-        "train_config": dataclasses.asdict(config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalization": normalization,
-    }
-    save_torch(path, payload)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GesturalAutoEncoder, dict]:
-    """Rebuild a trained model from ``model.pt``; returns (model in eval mode, payload)."""
-    from .initialize import load_model_file
-
-    payload = load_model_file(path)
-    model = GesturalAutoEncoder(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload
-
-
 def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
                            metrics_path: Path, curve_path: Path, timing_path: Path) -> None:
     """model.pt, gestures.npy (float32, K x 12 x (win_size + response_frames - 1 or win_size)), metrics, timing, curve.
@@ -760,7 +708,7 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     from .io import save_npy, write_json, write_text
 
     model_dir = Path(model_dir)
-    save_model(model_dir / "model.pt", result.model, config, normalization)
+    save_model(model_dir / "model.pt", result.model, dataclasses.asdict(config), normalization)
     # What each gesture does in the data: its kernel, convolved with its response if it has one.
     kernels = result.model.decoder.effective_kernels.detach().cpu().numpy().astype(np.float32)
     save_npy(model_dir / "gestures.npy", kernels)
