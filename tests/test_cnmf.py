@@ -8,7 +8,8 @@ import torch
 
 from gestural.cnmf import ConvNMF
 from gestural.evaluation import BaselineParams, classical_factorisation, fit_classical
-from gestural.metrics import convolve_scores, kernel_recovery, reconstruction_metrics
+from gestural.metrics import convolve_scores, reconstruction_metrics
+from gestural.recovery import kernel_recovery
 
 C, L, P = 12, 8, 3
 

@@ -24,7 +24,8 @@ from gestural.evaluation import (COMPARED, METRIC_KEYS, SUMMARY_KEYS, TIMING_KEY
 from gestural.ground_truth import save_ground_truth
 from gestural.io import save_npy, write_json
 from gestural.stage import run_stage
-from gestural.metrics import convolve_scores, kernel_recovery
+from gestural.metrics import convolve_scores
+from gestural.recovery import kernel_recovery
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.params import ParamsError
 from gestural.model_io import save_model

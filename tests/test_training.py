@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from gestural.metrics import kernel_recovery
+from gestural.recovery import kernel_recovery
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.params import ParamsError
 from gestural.devices import resolve_device

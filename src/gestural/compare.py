@@ -309,7 +309,7 @@ def kernel_set_dissimilarity(a, b, max_lag: int | None = None) -> float:
     """seqNMF-style dissimilarity of two sets of gesture kernels (Mackevicius et al. 2019).
 
     With S[i, j] the lag-tolerant cosine of kernel i of ``a`` and kernel j of ``b``
-    (:func:`gestural.metrics.lag_tolerant_cosine`), each kernel's best match in the other
+    (:func:`gestural.recovery.lag_tolerant_cosine`), each kernel's best match in the other
     set is ``max_j S[i, j]`` (for ``a``) and ``max_i S[i, j]`` (for ``b``). The similarity is
     the mean of the two directions, each averaged over ``m = min(|a|, |b|)`` kernels: every
     kernel of the smaller set, and the ``m`` best-matched ones of the larger set (spare
@@ -329,7 +329,7 @@ def kernel_set_dissimilarity(a, b, max_lag: int | None = None) -> float:
         ``1 - similarity`` in [0, 1]: 0 for identical sets (up to order and shifts), near 1
         for sets with nothing in common.
     """
-    from .metrics import kernel_recovery
+    from .recovery import kernel_recovery
 
     a, b = _nonzero(np.asarray(a, dtype=np.float64)), _nonzero(np.asarray(b, dtype=np.float64))
     if len(a) == 0 or len(b) == 0:

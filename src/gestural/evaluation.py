@@ -37,8 +37,8 @@ from .batches import UtteranceStore
 from .cnmf import ConvNMF
 from .dataset import CorpusFileError, NormalizedCorpus
 from .io import atomic_dir, json_safe, write_json, write_text
-from .metrics import (convolve_scores, distinct_gestures, kernel_recovery, onset_f1, reconstruction_metrics, score_sparsity,
-                      seqnmf_similarity)
+from .metrics import convolve_scores, reconstruction_metrics, score_sparsity
+from .recovery import distinct_gestures, kernel_recovery, onset_f1, seqnmf_similarity
 from .model import GesturalAutoEncoder
 from .params import ParamsError, Section
 from .devices import resolve_device, synchronize

@@ -524,7 +524,7 @@ def planted_vs_learned_figure(planted, learned, assignment, *, classical=None, c
         Matched pairs, each a mapping with ``planted``, ``learned`` and optionally ``lag``
         and ``cosine`` (as in the evaluate stage's ``matching.json``), or a tuple
         ``(planted, learned[, lag[, cosine]])`` (as
-        :func:`gestural.metrics.kernel_recovery` returns). A planted gesture without a
+        :func:`gestural.recovery.kernel_recovery` returns). A planted gesture without a
         pair gets an empty panel.
     classical, classical_assignment : optional
         The same for a second method (classical CNMF): drawn as a third column.
