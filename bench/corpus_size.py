@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from gestural.articulatory import ArticulatoryConfig, generate  # noqa: E402
-from gestural.training import TrainConfig, Trainer  # noqa: E402
+from gestural.train_config import TrainConfig  # noqa: E402
+from gestural.training import Trainer  # noqa: E402
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
              "device")

@@ -47,19 +47,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gestural.archive import safe_extract  # noqa: E402
+from gestural.baseline import BaselineParams, classical_factorisation, fit_classical  # noqa: E402
 from gestural.batches import UtteranceStore  # noqa: E402
 from gestural.corpus import build_npy  # noqa: E402
 from gestural.dataset import NormalizedCorpus  # noqa: E402
-from gestural.evaluation import (BaselineParams, classical_factorisation, evaluate_factorisation,  # noqa: E402
-                                 evaluate_model, fit_classical, neural_factorisation, planted_truth)
+from gestural.devices import resolve_device, synchronize  # noqa: E402
+from gestural.evaluation import evaluate_factorisation, evaluate_model  # noqa: E402
+from gestural.factorisations import neural_factorisation  # noqa: E402
 from gestural.ground_truth import has_planted_kernels, load_activations  # noqa: E402
+from gestural.io import json_safe  # noqa: E402
 from gestural.model import GesturalAutoEncoder  # noqa: E402
 from gestural.normalize import normalize_corpus  # noqa: E402
-from gestural.params import DataParams, load_params, synthetic_config  # noqa: E402
-from gestural.synthetic import SyntheticConfig, write_corpus  # noqa: E402
-from gestural.io import json_safe  # noqa: E402
-from gestural.devices import resolve_device, synchronize  # noqa: E402
-from gestural.training import TrainConfig, Trainer  # noqa: E402
+from gestural.params import DataParams, load_params  # noqa: E402
+from gestural.planted import planted_truth  # noqa: E402
+from gestural.synthetic import SyntheticConfig, synthetic_config, write_corpus  # noqa: E402
+from gestural.train_config import TrainConfig  # noqa: E402
+from gestural.training import Trainer  # noqa: E402
 
 # Dense peak FLOP/s by precision (vendor datasheets, no structured sparsity). The H200 has
 # the H100 SXM's compute. fp32 means the CUDA cores' (non-tensor) fp32 rate.

@@ -118,7 +118,8 @@ def main() -> int:
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(args.out)  # atomic: the old template stays until the new one is whole
-    print(f"offline_plots_template: {args.out} ({len(page) // 1024} KiB; {', '.join(f'{n} {versions[n]}' for n in PACKAGES)})")
+    print(f"offline_plots_template: {args.out} ({len(page) // 1024} KiB; "
+          f"{', '.join(f'{n} {versions[n]}' for n in PACKAGES)})")
     return 0
 
 

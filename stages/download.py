@@ -21,9 +21,9 @@ from pathlib import Path
 
 from gestural.download import copy_archive, fetch_url, sha256_of
 from gestural.io import atomic_dir, write_json
-from gestural.params import DataParams, load_params, synthetic_config
+from gestural.params import DataParams, load_params
 from gestural.stage import run_stage
-from gestural.synthetic import write_corpus
+from gestural.synthetic import synthetic_config, write_corpus
 
 OUT_DIR = Path("data/raw")
 PARTIAL_DIR = Path("data/.partial")

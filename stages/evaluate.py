@@ -14,8 +14,8 @@ from pathlib import Path
 
 from gestural.associations import ASSOCIATION_FILE, held_out_associations, save_associations
 from gestural.evaluation import EvaluateParams, run_evaluation, write_outputs
-from gestural.params import load_params
 from gestural.export import annotate_examples
+from gestural.params import load_params
 from gestural.stage import run_stage
 
 MODEL = Path("models/model.pt")

@@ -1,4 +1,4 @@
-"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.figures`),
+"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.plot_stage`),
 and the gesture kernels as a table, ``plots/tables/gesture_kernels.csv`` (in mm per speaker where
 the corpus has ``ema.stats``; see :func:`gestural.export.kernel_rows`).
 
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from gestural.export import export_kernel_table
-from gestural.figures import FigureInputs, PlotParams, make_figures
 from gestural.params import load_params
+from gestural.plot_stage import FigureInputs, PlotParams, make_figures
 from gestural.stage import run_stage
 
 OUT_DIR = Path("plots/figures")

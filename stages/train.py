@@ -15,7 +15,9 @@ from pathlib import Path
 from gestural.dataset import NormalizedCorpus
 from gestural.params import load_params
 from gestural.stage import run_stage
-from gestural.training import TrainConfig, Trainer, default_run_name, write_training_outputs
+from gestural.train_config import TrainConfig
+from gestural.train_outputs import default_run_name, write_training_outputs
+from gestural.training import Trainer
 
 DATA_DIR = Path("data/normalized")
 CHECKPOINT = Path("checkpoints/train.pt")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gestural import ema
+from gestural import ema, est_track
 from gestural.synthetic import SyntheticConfig, write_corpus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ class CorpusBuilder:
         base = self.speaker_dir(speaker)
         path = base / "nema" / f"{utt_id}.ema"
         if est:
-            ema.write_est_track(path, values)
+            est_track.write_est_track(path, values)
         else:
             ema.write_nema(path, values)
         if wav:

@@ -113,7 +113,8 @@ def _cut_points(path):
     return {"half": size // 2, "header-boundary": data_end}
 
 
-@pytest.mark.parametrize("suffix, cut", [(".tgz", "half"), (".tgz", "no-trailer"), (".tar", "half"), (".tar", "header-boundary")])
+@pytest.mark.parametrize("suffix, cut", [(".tgz", "half"), (".tgz", "no-trailer"), (".tar", "half"),
+                                        (".tar", "header-boundary")])
 def test_truncated_archive_is_corrupt(tmp_path, suffix, cut):
     whole_path = _write_tar(tmp_path / f"whole{suffix}", _valid_entries(), "w:gz" if suffix == ".tgz" else "w")
     keep = _cut_points(whole_path)[cut]

@@ -8,15 +8,24 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT, tiny_synthetic_config
 from scipy.stats import rankdata
 
-from conftest import PROJECT_ROOT, tiny_synthetic_config
 from gestural import articulatory, ema
-from gestural.articulatory import (GESTURE_NAMES, NEUTRAL, TV_NAMES, ArticulatoryConfig, draw_anatomy, drive,
-                                   generate, integrate, sensor_positions)
+from gestural.articulatory import (
+    GESTURE_NAMES,
+    NEUTRAL,
+    TV_NAMES,
+    ArticulatoryConfig,
+    draw_anatomy,
+    drive,
+    generate,
+    integrate,
+    sensor_positions,
+)
 from gestural.ground_truth import load_activations, save_ground_truth
-from gestural.params import ParamsError, load_params, synthetic_config
-from gestural.synthetic import write_corpus
+from gestural.params import ParamsError, load_params
+from gestural.synthetic import synthetic_config, write_corpus
 
 CHANNEL = {name: i for i, name in enumerate(ema.CHANNELS)}
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gestural import ema, plots
-from gestural.associations import (AssociationTable, gesture_phone_associations, held_out_associations,
-                                   load_associations, order_gestures, order_phones, phone_indicators,
-                                   save_associations)
+from gestural import ema
+from gestural.associations import (
+    AssociationTable,
+    gesture_phone_associations,
+    held_out_associations,
+    load_associations,
+    order_gestures,
+    order_phones,
+    phone_indicators,
+    save_associations,
+)
 from gestural.dataset import write_index
 from gestural.export import ExportError
+from gestural.score_figures import gesture_phone_association_figure
 
 PHONES = ("p", "t", "k", "s", "l", "r", "w", "y")  # the events corpus: gesture g realises PHONES[g]
 WIN = 10
@@ -123,7 +131,7 @@ def test_heat_map_draws_the_ordered_grid_and_says_what_it_left_out():
     table = gesture_phone_associations(scores, phones, WIN)
     counts = table.phone_frames.copy()
     counts[table.phones.index("y")] = 3  # too rare to draw
-    figure = plots.gesture_phone_association_figure(table.auc, table.gestures, table.phones, counts)
+    figure = gesture_phone_association_figure(table.auc, table.gestures, table.phones, counts)
     heat = figure.axes[0]
     grid = heat.images[0].get_array()
     assert grid.shape == (len(table.gestures), len(table.phones) - 1)
@@ -132,7 +140,7 @@ def test_heat_map_draws_the_ordered_grid_and_says_what_it_left_out():
     rows = [t.get_text() for t in heat.get_yticklabels()]
     assert rows[:3] == ["g0", "g6", "g1"]  # each gesture under its phone
     assert "1 phone with < 20 frames left out" in figure._suptitle.get_text()
-    empty = plots.gesture_phone_association_figure(np.zeros((0, 0)), [], [])
+    empty = gesture_phone_association_figure(np.zeros((0, 0)), [], [])
     assert "phone labels" in " ".join(t.get_text() for ax in empty.axes for t in ax.texts)
 
 

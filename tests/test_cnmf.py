@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from gestural.baseline import BaselineParams, classical_factorisation, fit_classical
 from gestural.cnmf import ConvNMF
-from gestural.evaluation import BaselineParams, classical_factorisation, fit_classical
 from gestural.metrics import convolve_scores, reconstruction_metrics
 from gestural.recovery import kernel_recovery
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT
 
 from gestural import corpus, ema
 from gestural.archive import safe_extract
 from gestural.corpus import CorpusError, build_npy, data_metrics, fill_nan_runs
 from gestural.dataset import read_index
 from gestural.params import DataParams
-
-from conftest import PROJECT_ROOT
 
 BASE = DataParams(
     source="synthetic", url=None, sha256=None, archive=None, speakers=None, test_fraction=0.2, seed=0,
@@ -253,12 +252,12 @@ def test_rerun_replaces_the_output(corpus_builder, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Pool workers: they die with the stage and leave Ctrl-C to it
+# Pool workers (gestural.worker_pool): they die with the stage and leave Ctrl-C to it
 # --------------------------------------------------------------------------
 
 POOL_SCRIPT = """
 import os, signal, sys, time
-from gestural import corpus
+from gestural.worker_pool import pool_map
 
 # A shell that runs the tests in the background starts its children with SIGINT ignored; the
 # stage at a terminal gets Python's KeyboardInterrupt, which is what this script stands for.
@@ -270,10 +269,9 @@ def slow(seconds):
     time.sleep(seconds)
     return {}
 
-corpus.load_utterance = slow
-corpus.POOL_MIN_UTTERANCES = 0
 # About 30 s of work in chunks of 2 s: still running at the signal under load, quick to stop.
-sys.exit(run_stage("nema2npy", lambda: [None for _ in corpus._map([0.15] * 400, 2)] and 0))
+work = pool_map(slow, [0.15] * 400, 2, min_tasks=0, desc="reading EMA", unit="utt")
+sys.exit(run_stage("nema2npy", lambda: [None for _ in work] and 0))
 """
 
 

@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from gestural import download
-from gestural.download import DownloadError, copy_archive, fetch_url, sha256_of
 from gestural import progress as progress_module
+from gestural.download import DownloadError, copy_archive, fetch_url, sha256_of
 from gestural.progress import Progress
 
 PAYLOAD = os.urandom(300_000)
@@ -124,7 +124,8 @@ def test_unreachable_url_explains_the_alternatives(tmp_path):
     message = str(excinfo.value)
     assert "could not be reached" in message
     assert "2 attempt(s)" in message
-    for advice in ("data.source: archive", "data.archive:", "dvc exp run -S data.source=archive", "data.source: synthetic"):
+    for advice in ("data.source: archive", "data.archive:", "dvc exp run -S data.source=archive",
+                   "data.source: synthetic"):
         assert advice in message
     assert not dest.exists()
 

@@ -1,7 +1,8 @@
-"""Tests for gestural.ema: the CMU EMA corpus file formats."""
+"""Tests for gestural.ema and gestural.est_track: the CMU EMA corpus file formats."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import wave
@@ -9,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from gestural import ema
+from gestural import ema, est_track
 from gestural.ema import EmaFormatError
 
 
@@ -98,10 +99,10 @@ def test_est_binary_round_trip(tmp_path, byte_order, with_breaks):
     breaks = np.ones(25) if with_breaks else None
     names = [f"ch{i}" for i in range(14)]
     path = tmp_path / "utt.est"
-    ema.write_est_track(
+    est_track.write_est_track(
         path, values, times=times, byte_order=byte_order, breaks=breaks, channel_names=names
     )
-    track = ema.read_est_track(path)
+    track = est_track.read_est_track(path)
     np.testing.assert_array_equal(track.values, values)  # float32 stored exactly
     np.testing.assert_allclose(track.times, times, rtol=1e-6)
     assert track.channel_names == names
@@ -119,7 +120,7 @@ def test_est_binary_byte_order_is_as_declared(tmp_path):
     body = struct.pack(">8f", 0.0, 1, 1.5, -2.0, 0.005, 0, 3.25, 4.0)
     path = tmp_path / "big.est"
     path.write_bytes(header + body)
-    track = ema.read_est_track(path)
+    track = est_track.read_est_track(path)
     np.testing.assert_array_equal(track.values, [[1.5, -2.0], [3.25, 4.0]])
     np.testing.assert_array_equal(track.breaks, [1, 0])
     np.testing.assert_allclose(track.times, [0.0, 0.005])
@@ -131,9 +132,9 @@ def test_est_ascii_round_trip(tmp_path, with_breaks):
     values = _table(frames=10, columns=12)
     path = tmp_path / "utt.est"
     breaks = np.ones(10) if with_breaks else None
-    ema.write_est_track(path, values, binary=False, breaks=breaks)
+    est_track.write_est_track(path, values, binary=False, breaks=breaks)
     assert b"DataType ascii" in path.read_bytes()
-    track = ema.read_est_track(path)
+    track = est_track.read_est_track(path)
     np.testing.assert_array_equal(track.values, values)
     np.testing.assert_allclose(track.times, np.arange(10) / ema.FRAME_RATE)
     assert track.channel_names == list(ema.CHANNELS)
@@ -141,11 +142,11 @@ def test_est_ascii_round_trip(tmp_path, with_breaks):
 
 def test_est_truncated_binary_refused(tmp_path):
     path = tmp_path / "short.est"
-    ema.write_est_track(path, _table(frames=10, columns=12))
+    est_track.write_est_track(path, _table(frames=10, columns=12))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 3 * 13 * 4 - 5])  # 3 frames and a bit missing
     with pytest.raises(EmaFormatError) as info:
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
     message = str(info.value)
     assert "short.est" in message and "truncated" in message
     assert "6 complete frames" in message and "NumFrames 10" in message
@@ -153,17 +154,17 @@ def test_est_truncated_binary_refused(tmp_path):
 
 def test_est_surplus_binary_refused(tmp_path):
     path = tmp_path / "long.est"
-    ema.write_est_track(path, _table(frames=4, columns=12))
+    est_track.write_est_track(path, _table(frames=4, columns=12))
     path.write_bytes(path.read_bytes() + b"\x00" * 52)
     with pytest.raises(EmaFormatError, match="after the 4 frames"):
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
 
 
 def test_est_missing_header_end_refused(tmp_path):
     path = tmp_path / "nohead.est"
     path.write_bytes(b"EST_File Track\nDataType ascii\nNumFrames 1\nNumChannels 1\n0 1\n")
     with pytest.raises(EmaFormatError, match=r"nohead\.est: .*EST_Header_End"):
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +184,7 @@ def test_est_missing_header_fields_refused(tmp_path, replace, words):
     path = tmp_path / "fields.est"
     path.write_bytes(header.replace(replace, "").encode() + np.zeros(6, "<f4").tobytes())
     with pytest.raises(EmaFormatError, match=words):
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,7 @@ def test_est_invalid_header_fields_refused(tmp_path, line, words):
     path = tmp_path / "fields.est"
     path.write_bytes((header + "EST_Header_End\n").encode() + np.zeros(6, "<f4").tobytes())
     with pytest.raises(EmaFormatError) as info:
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
     assert words in info.value.reason
     assert info.value.line == 2 + list(fields).index(key)
 
@@ -215,7 +216,7 @@ def test_est_ascii_bad_row_names_line(tmp_path):
         "0.000 1 2\n0.005 3 4\n0.010 5\n"
     )
     with pytest.raises(EmaFormatError) as info:
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
     assert info.value.line == 8
     assert "expected 3 columns" in info.value.reason and "found 2" in info.value.reason
 
@@ -226,7 +227,7 @@ def test_est_ascii_wrong_frame_count_refused(tmp_path):
         "EST_File Track\nDataType ascii\nNumFrames 3\nNumChannels 1\nEST_Header_End\n0 1\n"
     )
     with pytest.raises(EmaFormatError, match="found 1 frames, header says NumFrames 3"):
-        ema.read_est_track(path)
+        est_track.read_est_track(path)
 
 
 # ---------------------------------------------------------------- read_ema
@@ -236,7 +237,7 @@ def test_read_ema_detects_both_formats(tmp_path):
     values = _table(frames=12, columns=14)
     nema_path, est_path = tmp_path / "a.ema", tmp_path / "b.ema"
     ema.write_nema(nema_path, values)
-    ema.write_est_track(est_path, values, breaks=np.ones(12))
+    est_track.write_est_track(est_path, values, breaks=np.ones(12))
     from_nema = ema.read_ema(nema_path)
     from_est = ema.read_ema(est_path)
     assert from_nema.shape == from_est.shape == (12, 12)
@@ -247,7 +248,7 @@ def test_read_ema_detects_both_formats(tmp_path):
 
 def test_read_ema_refuses_est_with_too_few_channels(tmp_path):
     path = tmp_path / "few.est"
-    ema.write_est_track(path, _table(frames=5, columns=6))
+    est_track.write_est_track(path, _table(frames=5, columns=6))
     with pytest.raises(EmaFormatError, match="6 channels, need at least 12"):
         ema.read_ema(path)
 
@@ -259,7 +260,7 @@ def test_lab_round_trip(tmp_path):
     segments = [(0.12, "pau"), (0.2345, "dh"), (0.31, "ax"), (12.5, "pau")]
     path = tmp_path / "utt.lab"
     ema.write_lab(path, segments)
-    assert path.read_text().startswith("separator ;\nnfields 1\n#\n   0.1200 125 pau\n")
+    assert path.read_text().startswith("separator ;\nnfields 1\n#\n    0.1200 125 pau\n")
     assert ema.read_lab(path) == segments
 
 
@@ -315,6 +316,26 @@ def test_txt_done_data_round_trip(tmp_path):
     with pytest.raises(EmaFormatError) as info:
         ema.read_txt_done_data(path)
     assert info.value.line == 2
+
+
+def test_writers_write_their_formatters_bytes(tmp_path):
+    """One formatter per format: the write_* functions and the synthetic archive share them."""
+    values = _table(frames=6, columns=14).astype(np.float64)
+    values[2, 3] = np.nan
+    segments = [(0.12, "pau"), (12.5, "k")]
+    stats = np.column_stack([np.linspace(-3, 3, 14), np.linspace(0.5, 9.1, 14)])
+    prompts = {"a_1": 'Say "so".'}
+    for write, text, content in ((ema.write_nema, ema.nema_text, values), (ema.write_lab, ema.lab_text, segments),
+                                 (ema.write_ema_stats, ema.ema_stats_text, stats),
+                                 (ema.write_txt_done_data, ema.txt_done_data_text, prompts)):
+        path = tmp_path / write.__name__
+        write(path, content)
+        assert path.read_bytes() == text(content)
+    # The synthetic archive's nema files were written by np.savetxt: the same bytes.
+    expected = io.BytesIO()
+    np.savetxt(expected, values, fmt="%.6f")
+    assert ema.nema_text(values) == expected.getvalue()
+    assert ema.ema_stats_text([[1.5, 0.25]], decimals=6) == b"1.500000 0.250000\n"
 
 
 # ---------------------------------------------------------------- wav

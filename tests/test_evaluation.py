@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import csv
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -15,21 +14,31 @@ import torch
 import yaml
 
 from gestural import ema
+from gestural.baseline import BaselineParams, fit_classical
 from gestural.batches import UtteranceStore
 from gestural.dataset import INDEX_COLUMNS, write_index
-from gestural.evaluation import (COMPARED, METRIC_KEYS, SUMMARY_KEYS, TIMING_KEYS, BaselineParams, EvaluateParams, EvaluationError, Factorised,
-                                 PlantedTruth, evaluate_factorisation, example_indices, fit_classical,
-                                 neural_factorisation, planted_kernels_normalised, planted_truth, recovery_metrics,
-                                 run_evaluation)
+from gestural.evaluation import (
+    COMPARED,
+    METRIC_KEYS,
+    SUMMARY_KEYS,
+    TIMING_KEYS,
+    EvaluateParams,
+    evaluate_factorisation,
+    example_indices,
+    run_evaluation,
+)
+from gestural.factorisations import Factorised, neural_factorisation
 from gestural.ground_truth import save_ground_truth
 from gestural.io import save_npy, write_json
-from gestural.stage import run_stage
 from gestural.metrics import convolve_scores
-from gestural.recovery import kernel_recovery
 from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.params import ParamsError
 from gestural.model_io import save_model
-from gestural.training import TrainConfig
+from gestural.params import ParamsError
+from gestural.planted import EvaluationError, PlantedTruth, planted_kernels_normalised, planted_truth
+from gestural.planted_recovery import recovery_metrics
+from gestural.recovery import kernel_recovery
+from gestural.stage import run_stage
+from gestural.train_config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 C, L, P = 12, 8, 3

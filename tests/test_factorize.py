@@ -11,14 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import PROJECT_ROOT
 
-from gestural import cli, ema, export
-from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, Factorizer, FactorizeError, find_lab
+from gestural import cli, ema, est_track, export
+from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, FactorizeError, Factorizer, find_lab
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.model_io import save_model
-from gestural.training import TrainConfig
-
-from conftest import PROJECT_ROOT
+from gestural.train_config import TrainConfig
 
 LOW = np.linspace(-3.0, -2.0, 12)
 HIGH = np.linspace(2.0, 4.0, 12)
@@ -46,7 +45,7 @@ def z_values(frames: int = FRAMES, columns: int = 14, seed: int = 0) -> np.ndarr
 def corpus_file(root, utt_id: str, values: np.ndarray, *, est: bool = False, lab: bool = True):
     """``root/nema/<id>.ema`` (+ ``root/lab/<id>.lab``), laid out as in the corpus."""
     path = root / "nema" / f"{utt_id}.ema"
-    (ema.write_est_track if est else ema.write_nema)(path, values)
+    (est_track.write_est_track if est else ema.write_nema)(path, values)
     if lab:
         ema.write_lab(root / "lab" / f"{utt_id}.lab", [(0.1, "sil"), (values.shape[0] / 200.0, "a")])
     return path

@@ -18,19 +18,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import PROJECT_ROOT
 
 from gestural.archive import safe_extract
-from gestural.model_io import read_model_file
 from gestural.io import atomic_dir, atomic_path, current_umask
 from gestural.model import GesturalAutoEncoder, ModelConfig
+from gestural.model_io import read_model_file, save_model
 from gestural.normalize import normalize_corpus
-from gestural.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params, synthetic_config
+from gestural.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params
 from gestural.stage import run_stage
-from gestural.synthetic import SyntheticConfig
-from gestural.model_io import save_model
-from gestural.training import TrainConfig
-
-from conftest import PROJECT_ROOT
+from gestural.synthetic import SyntheticConfig, synthetic_config
+from gestural.train_config import TrainConfig
 
 
 def project_params() -> dict:

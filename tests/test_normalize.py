@@ -160,7 +160,8 @@ def test_loaded_corpus_is_views_in_index_order(tmp_path):
         assert np.shares_memory(array, corpus.frames)
     row = next(r for r in corpus.index if r["utterance_id"] == test[0])
     assert row["split"] == "test" and isinstance(row["start"], int)
-    np.testing.assert_array_equal(corpus.utterances("test")[0], corpus.frames[row["start"]:row["start"] + row["frames"]].T)
+    np.testing.assert_array_equal(corpus.utterances("test")[0],
+                                  corpus.frames[row["start"]:row["start"] + row["frames"]].T)
     with pytest.raises(ValueError, match="split must be"):
         corpus.ids("validation")
 

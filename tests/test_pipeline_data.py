@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT, CorpusBuilder, tiny_synthetic_config
+
 from gestural.dataset import NormalizedCorpus, read_index
-from gestural.params import DataParams, ParamsError, load_params, synthetic_config
-from gestural.synthetic import SyntheticConfig, write_corpus
+from gestural.params import DataParams, ParamsError, load_params
+from gestural.synthetic import SyntheticConfig, synthetic_config, write_corpus
 
 DATA_STAGES = ("download", "extract", "nema2npy", "normalize")
 

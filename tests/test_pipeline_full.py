@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT, make_pipeline_repo, run_command, tiny_synthetic_config
 
 PARAMS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())

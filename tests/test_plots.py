@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import csv
+import dataclasses
 import io
 import json
 import warnings
@@ -13,11 +12,35 @@ import numpy as np
 import pytest
 import torch
 
-from gestural import ema, plots
-from gestural.figures import FIGURES, FigureInputError, FigureInputs, PlotParams, make_figures, read_channel_correlation
+from gestural import ema
+from gestural.kinematics_figures import (
+    gesture_paths_figure,
+    gesture_traces_figure,
+    neural_vs_classical_figure,
+    planted_vs_learned_figure,
+    reconstruction_figure,
+)
+from gestural.metric_figures import channel_correlation_figure, learning_curves_figure
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.model_io import save_model
-from gestural.training import TrainConfig
+from gestural.plot_stage import (
+    FIGURES,
+    FigureInputError,
+    FigureInputs,
+    PlotParams,
+    make_figures,
+    read_channel_correlation,
+)
+from gestural.plot_style import (
+    ARTICULATOR_COLOURS,
+    CHANNEL_LABELS,
+    message_figure,
+    rank_gestures,
+    save_figure,
+    to_corpus_units,
+)
+from gestural.score_figures import score_heatmap_figure
+from gestural.train_config import TrainConfig
 
 RNG = np.random.default_rng(0)
 FRAMES = 120
@@ -62,30 +85,30 @@ PHONES = [(0.1, "sil"), (0.2, "p"), (0.25, "a"), (0.6, "sil")]
 
 
 def test_reconstruction_figure_has_a_labelled_panel_per_channel():
-    figure = plots.reconstruction_figure(X, X * 0.9, title="utt")
+    figure = reconstruction_figure(X, X * 0.9, title="utt")
     render(figure)
     assert len(figure.axes) == 12
-    assert titles(figure) == list(plots.CHANNEL_LABELS)
+    assert titles(figure) == list(CHANNEL_LABELS)
     assert figure.axes[-1].get_xlabel() == "time (s)"
     # Time axis in seconds at 200 Hz; the reconstruction keeps its channel's colour and style.
     ax = figure.axes[3]  # tongue blade y
     original, reconstruction = ax.lines
     assert original.get_xdata()[-1] == pytest.approx((FRAMES - 1) / 200)
     np.testing.assert_allclose(reconstruction.get_ydata(), X[3] * 0.9)
-    assert reconstruction.get_color() == plots.ARTICULATOR_COLOURS[1] and reconstruction.get_linestyle() == "--"
+    assert reconstruction.get_color() == ARTICULATOR_COLOURS[1] and reconstruction.get_linestyle() == "--"
 
 
 def test_reconstruction_figure_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="x_hat"):
-        plots.reconstruction_figure(X, X[:, :-1])
+        reconstruction_figure(X, X[:, :-1])
     with pytest.raises(ValueError, match="12 channels"):
-        plots.reconstruction_figure(X[:6], X[:6])
+        reconstruction_figure(X[:6], X[:6])
 
 
 @pytest.mark.parametrize("num_gestures, panels", [(1, 1), (3, 3), (100, 16)])
 def test_gesture_traces_figure_works_for_any_number_of_gestures(num_gestures, panels):
     w = kernels(num_gestures)
-    figure = plots.gesture_traces_figure(w, spiky_scores(num_gestures))
+    figure = gesture_traces_figure(w, spiky_scores(num_gestures))
     render(figure, draw=num_gestures != 3)
     assert len(figure.axes) == panels
     assert all(len(ax.lines) == 12 for ax in figure.axes)
@@ -96,19 +119,19 @@ def test_gesture_traces_figure_ranks_by_score_mass_or_follows_order():
     w = kernels(5)
     h = np.zeros((5, FRAMES))
     h[3, 10], h[1, 20], h[4, 30] = 3.0, 2.0, 1.0
-    figure = plots.gesture_traces_figure(w, h, max_gestures=3)
+    figure = gesture_traces_figure(w, h, max_gestures=3)
     assert titles(figure) == ["gesture 3 (50% of use)", "gesture 1 (33% of use)", "gesture 4 (17% of use)"]
     np.testing.assert_allclose(figure.axes[0].lines[0].get_ydata(), w[3, 0])
     assert figure.axes[0].lines[0].get_xdata()[1] == pytest.approx(5.0)  # ms per frame at 200 Hz
-    figure = plots.gesture_traces_figure(w, order=[2, 0])
+    figure = gesture_traces_figure(w, order=[2, 0])
     assert [t.split()[1] for t in titles(figure)] == ["2", "0"]
     with pytest.raises(ValueError, match="order"):
-        plots.gesture_traces_figure(w, order=[7])
+        gesture_traces_figure(w, order=[7])
 
 
 def test_rank_gestures_without_scores_uses_kernel_norm():
     w = kernels(3) * np.array([1.0, 3.0, 2.0])[:, None, None]
-    order, share = plots.rank_gestures(w)
+    order, share = rank_gestures(w)
     assert order.tolist() == [1, 2, 0]
     np.testing.assert_allclose(share, [1 / 6, 3 / 6, 2 / 6])
 
@@ -117,13 +140,13 @@ def test_to_corpus_units_undoes_both_scalings():
     stats = {"low": [-1.0] * 12, "high": [3.0] * 12,
              "ema_stats": {"spk": {"mean": list(range(12)), "std": [2.0] * 12}}}
     n = np.full(12, 0.5)
-    mm, unit = plots.to_corpus_units(n, stats, "spk")
+    mm, unit = to_corpus_units(n, stats, "spk")
     np.testing.assert_allclose(mm, np.arange(12) + (-1.0 + 0.5 * 4.0) * 2.0)
     assert unit == "mm, speaker spk"
-    z, unit = plots.to_corpus_units(n, {"low": [-1.0] * 12, "high": [3.0] * 12})
+    z, unit = to_corpus_units(n, {"low": [-1.0] * 12, "high": [3.0] * 12})
     np.testing.assert_allclose(z, 1.0)
     assert unit == "corpus units (z-scored)"
-    same, unit = plots.to_corpus_units(n)
+    same, unit = to_corpus_units(n)
     np.testing.assert_allclose(same, n)
     assert unit == "normalised units"
 
@@ -131,7 +154,7 @@ def test_to_corpus_units_undoes_both_scalings():
 @pytest.mark.parametrize("num_gestures, panels", [(1, 1), (3, 3), (100, 16)])
 def test_gesture_paths_figure_draws_six_sensor_paths_per_gesture(num_gestures, panels):
     stats = {"low": [-1.0] * 12, "high": [3.0] * 12, "ema_stats": {"spk": {"mean": [0.0] * 12, "std": [1.0] * 12}}}
-    figure = plots.gesture_paths_figure(kernels(num_gestures), np.full(12, 0.3), stats=stats, exaggeration=1)
+    figure = gesture_paths_figure(kernels(num_gestures), np.full(12, 0.3), stats=stats, exaggeration=1)
     render(figure, draw=num_gestures != 3)
     assert len(figure.axes) == panels
     assert "mm, speaker spk" in figure._supxlabel.get_text()
@@ -145,17 +168,17 @@ def test_gesture_paths_figure_draws_six_sensor_paths_per_gesture(num_gestures, p
 def test_gesture_paths_figure_exaggerates_tiny_movements_and_says_so():
     w = kernels(2) * 1e-3
     baseline = np.linspace(0.1, 0.9, 12)
-    figure = plots.gesture_paths_figure(w, baseline)
+    figure = gesture_paths_figure(w, baseline)
     assert "exaggerated x" in figure._suptitle.get_text()
     assert "normalised units" in figure._supxlabel.get_text()
-    figure = plots.gesture_paths_figure(w, baseline, exaggeration=1)
+    figure = gesture_paths_figure(w, baseline, exaggeration=1)
     assert "to scale" in figure._suptitle.get_text()
 
 
 @pytest.mark.parametrize("num_gestures", [1, 3, 100])
 def test_score_heatmap_shows_only_gestures_in_use_with_phones(num_gestures):
     h = spiky_scores(num_gestures, active=min(num_gestures, 2))
-    figure = plots.score_heatmap_figure(h, phones=PHONES, title="utt")
+    figure = score_heatmap_figure(h, phones=PHONES, title="utt")
     render(figure, draw=num_gestures != 3)
     strip, heatmap, colorbar = figure.axes
     image = heatmap.get_images()[0]
@@ -169,11 +192,11 @@ def test_score_heatmap_keeps_one_frame_spikes_of_long_utterances():
     h = np.zeros((2, 20000))
     h[0, 12345] = 0.7
     h[1, 3] = 0.2
-    figure = plots.score_heatmap_figure(h)
+    figure = score_heatmap_figure(h)
     render(figure)
     pooled = figure.axes[0].get_images()[0].get_array()
     assert pooled.shape[1] <= 1000 and pooled.max() == pytest.approx(0.7)
-    figure = plots.score_heatmap_figure(np.zeros((3, 50)))  # nothing active: says so
+    figure = score_heatmap_figure(np.zeros((3, 50)))  # nothing active: says so
     render(figure)
     assert "no gesture is active" in figure.axes[0].texts[0].get_text()
 
@@ -182,7 +205,7 @@ def test_learning_curves_from_csv_rows():
     text = "epoch,train_loss,train_reconstruction,test_reconstruction,gestures_in_use,active_scores\n" + "".join(
         f"{e},{1 / e + 0.1},{1 / e},{1.5 / e},0.5,0.1\n" for e in range(1, 6))
     rows = list(csv.DictReader(io.StringIO(text)))
-    figure = plots.learning_curves_figure(rows, loss="mse")
+    figure = learning_curves_figure(rows, loss="mse")
     render(figure)
     losses, usage = figure.axes
     assert [line.get_label() for line in losses.lines] == [
@@ -190,27 +213,27 @@ def test_learning_curves_from_csv_rows():
     np.testing.assert_allclose(losses.lines[1].get_ydata(), [1.5 / e for e in range(1, 6)])
     assert losses.get_xlabel() == "epoch" and "MSE" in losses.get_ylabel()
     assert len(usage.lines) == 2
-    render(plots.learning_curves_figure([]))
+    render(learning_curves_figure([]))
 
 
 def test_channel_correlation_figure_has_bars_per_channel_and_marks_undefined():
     classical = np.linspace(0.5, 0.9, 12)
     classical[4] = np.nan
-    figure = plots.channel_correlation_figure(np.full(12, 0.95), classical)
+    figure = channel_correlation_figure(np.full(12, 0.95), classical)
     render(figure)
     (ax,) = figure.axes
     assert len(ax.patches) == 24
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(plots.CHANNEL_LABELS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CHANNEL_LABELS)
     assert [t.get_text() for t in ax.texts] == ["n/a"]
-    render(plots.channel_correlation_figure(np.full(12, 0.9)))
+    render(channel_correlation_figure(np.full(12, 0.9)))
 
 
 @pytest.mark.parametrize("num_learned", [1, 3, 100])
 def test_planted_vs_learned_pairs_each_planted_gesture_with_its_match(num_learned):
     planted, learned = kernels(3), kernels(num_learned)
     assignment = [{"planted": 0, "learned": num_learned - 1, "lag": 1, "cosine": 0.9}]
-    figure = plots.planted_vs_learned_figure(planted, learned, assignment, classical=kernels(2),
-                                             classical_assignment=[(2, 1, 0, 0.5)])
+    figure = planted_vs_learned_figure(planted, learned, assignment, classical=kernels(2),
+                                       classical_assignment=[(2, 1, 0, 0.5)])
     render(figure, draw=num_learned == 100)  # the layout does not depend on the number learned
     assert len(figure.axes) == 3 * 3
     got = titles(figure)
@@ -218,20 +241,20 @@ def test_planted_vs_learned_pairs_each_planted_gesture_with_its_match(num_learne
     assert "classical gesture 1 (cos 0.50, lag +0)" in got
     assert sum(len(ax.texts) for ax in figure.axes) == 4  # the unmatched panels say so
     with pytest.raises(ValueError, match="out of range"):
-        plots.planted_vs_learned_figure(planted, learned, [(5, 0)])
+        planted_vs_learned_figure(planted, learned, [(5, 0)])
 
 
 @pytest.mark.parametrize("num_gestures", [1, 3, 100])
 def test_neural_vs_classical_figure(num_gestures):
-    figure = plots.neural_vs_classical_figure(X, X * 0.9, X * 0.8, spiky_scores(num_gestures), spiky_scores(3),
-                                              phones=PHONES)
+    figure = neural_vs_classical_figure(X, X * 0.9, X * 0.8, spiky_scores(num_gestures), spiky_scores(3),
+                                        phones=PHONES)
     render(figure, draw=num_gestures != 3)
     assert len(figure.axes) == 12 + 2 + 2  # kinematics, two heatmaps, two colour bars
     assert any(t.startswith("classical CNMF: gestural scores") for t in titles(figure))
 
 
 def test_save_figure_writes_a_png(tmp_path):
-    plots.save_figure(plots.message_figure("hello"), tmp_path / "a.png", dpi=30)
+    save_figure(message_figure("hello"), tmp_path / "a.png", dpi=30)
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
@@ -252,7 +275,8 @@ def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -
     (root / "plots" / "learning_curve.csv").write_text(
         "epoch,train_loss,train_reconstruction,test_reconstruction\n1,0.3,0.2,0.25\n2,0.2,0.1,0.15\n")
     (root / "plots" / "corr.csv").write_text(
-        "channel,neural,classical\n" + "".join(f"{c},0.9,{'' if i == 3 else 0.7}\n" for i, c in enumerate(ema.CHANNELS)))
+        "channel,neural,classical\n"
+        + "".join(f"{c},0.9,{'' if i == 3 else 0.7}\n" for i, c in enumerate(ema.CHANNELS)))
     evaluation = root / "evaluation"
     evaluation.mkdir()
     np.savez(evaluation / "classical.npz", gesture_kernels=kernels(num_gestures), baseline=np.zeros(12))
@@ -326,7 +350,7 @@ def test_plot_params_validate_the_section():
 
 
 def test_trainer_figures_accept_tensors():
-    figure = plots.gesture_traces_figure(torch.rand(3, 12, LENGTH), torch.rand(3, FRAMES))
+    figure = gesture_traces_figure(torch.rand(3, 12, LENGTH), torch.rand(3, FRAMES))
     assert len(figure.axes) == 3
-    figure = plots.reconstruction_figure(torch.as_tensor(X), torch.as_tensor(X))
+    figure = reconstruction_figure(torch.as_tensor(X), torch.as_tensor(X))
     np.testing.assert_allclose(figure.axes[0].lines[1].get_ydata(), X[0])

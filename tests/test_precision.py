@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from gestural.synthetic import SyntheticConfig, generate
-from gestural.training import TrainConfig, Trainer
+from gestural.train_config import TrainConfig
+from gestural.training import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
 
 QUEUE_TIMEOUT_S = 300

@@ -4,7 +4,6 @@ status 1 (130 for Ctrl-C), never a traceback, never a stale or half-written mode
 from __future__ import annotations
 
 import dataclasses
-
 import importlib.util
 import os
 
@@ -12,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import PROJECT_ROOT
 
 from gestural.dataset import INDEX_COLUMNS, write_index
 from gestural.io import save_npy, write_json
-from gestural.stage import run_stage
 from gestural.model_io import save_model
-from gestural.training import TrainConfig
-
-from conftest import PROJECT_ROOT
+from gestural.stage import run_stage
+from gestural.train_config import TrainConfig
 
 CHANNELS = 12
 
@@ -168,7 +166,7 @@ def test_ctrl_c_exits_quietly_with_the_checkpoint_intact_and_a_rerun_resumes(tmp
 
 def test_an_edit_to_the_code_starts_fresh(tmp_path, monkeypatch, caplog):
     make_project(tmp_path, top("epochs", 3))
-    from gestural import training
+    from gestural import checkpoint, training
 
     original = training.Trainer._save_checkpoint
 
@@ -179,7 +177,7 @@ def test_an_edit_to_the_code_starts_fresh(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(training.Trainer, "_save_checkpoint", save_then_interrupt)
     assert run_train(tmp_path, monkeypatch) == 130
     monkeypatch.setattr(training.Trainer, "_save_checkpoint", original)
-    monkeypatch.setattr(training, "code_version", lambda: "edited")
+    monkeypatch.setattr(checkpoint, "code_version", lambda: "edited")
     caplog.clear()
     assert run_train(tmp_path, monkeypatch) == 0
     assert "written for other settings, data or code; starting fresh" in caplog.text

@@ -11,12 +11,14 @@ import pytest
 import torch
 import yaml
 
-from gestural.recovery import kernel_recovery
-from gestural.synthetic import SyntheticConfig, generate
-from gestural.params import ParamsError
 from gestural.devices import resolve_device
 from gestural.model_io import load_model
-from gestural.training import TrainConfig, Trainer, TrainingDataError, write_training_outputs
+from gestural.params import ParamsError
+from gestural.recovery import kernel_recovery
+from gestural.synthetic import SyntheticConfig, generate
+from gestural.train_config import TrainConfig
+from gestural.train_outputs import write_training_outputs
+from gestural.training import Trainer, TrainingDataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +36,8 @@ def planted_problem():
 
 
 def small_config(**overrides) -> TrainConfig:
-    settings = dict(num_gestures=16, win_size=10, segment_len=500, batch_size=16, epochs=80, steps_per_epoch=5, hidden=32,
-                    peak_window=5, threads=1, lr=0.005, l1_weight=0.0, beta=1e-4, figure_every=1000)
+    settings = dict(num_gestures=16, win_size=10, segment_len=500, batch_size=16, epochs=80, steps_per_epoch=5,
+                    hidden=32, peak_window=5, threads=1, lr=0.005, l1_weight=0.0, beta=1e-4, figure_every=1000)
     settings.update(overrides)
     return TrainConfig(**settings)
 

@@ -1,7 +1,7 @@
 """Each documented variant (model: ae | vae, sparse: true, loss: l1) learns at the defaults of
 params.yaml, on a small articulatory corpus: scores alive, held-out variance explained above a
-floor, and gesture activity that says more about the planted gestures than chance (at least 0.7; the raw channels of such a corpus give about 0.77,
-the full-length default training 0.87).
+floor, and gesture activity that says more about the planted gestures than chance (at least 0.7;
+the raw channels of such a corpus give about 0.77, the full-length default training 0.87).
 
 The training is shortened (fewer steps, a narrower encoder) to keep the suite quick; every
 other setting is the committed default.
@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT
-from gestural.activation import activation_metrics
+
 from gestural.articulatory import GESTURE_NAMES, ArticulatoryConfig, generate
 from gestural.batches import UtteranceStore
 from gestural.evaluation import evaluate_model
-from gestural.training import TrainConfig, Trainer
+from gestural.train_config import TrainConfig
+from gestural.training import Trainer
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
              "device")
@@ -81,6 +81,7 @@ def test_each_variant_learns_at_the_defaults(corpus, variant):
 def test_sparse_scores_are_sparser_than_the_default_ones_and_keep_their_gestures(corpus):
     _, _, default = train_and_evaluate(corpus)
     _, _, sparse = train_and_evaluate(corpus, sparse=True)
-    assert sparse["hoyer_across_time"] >= default["hoyer_across_time"] + 0.05, (sparse["hoyer_across_time"], default["hoyer_across_time"])
+    assert sparse["hoyer_across_time"] >= default["hoyer_across_time"] + 0.05, (
+        sparse["hoyer_across_time"], default["hoyer_across_time"])
     assert sparse["num_gestures_in_use"] >= default["num_gestures_in_use"] - 2
     assert sparse["variance_explained"] >= default["variance_explained"] - 0.05

@@ -13,7 +13,7 @@ floor a factorisation has to beat to say more about gestures than the sensors th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata

@@ -19,8 +19,9 @@ releases and constriction achievements) and the words of txt.done.data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class ArticulatoryConfig:
     drift_mm: float = 0.3
 
     @classmethod
-    def from_mapping(cls, values) -> "ArticulatoryConfig":
+    def from_mapping(cls, values) -> ArticulatoryConfig:
         """Validate a (partial) mapping; missing keys take the defaults.
 
         Raises
@@ -191,7 +192,7 @@ def gestural_score(config: ArticulatoryConfig, rng: np.random.Generator, frames:
             t += rng.uniform(0.15, 0.3) * ema.FRAME_RATE
 
     ends = []
-    for i, (phone, start, stop, role) in enumerate(units):
+    for i, (_phone, _start, stop, role) in enumerate(units):
         following = units[i + 1] if i + 1 < len(units) else None
         if role == "pause":
             end = following[1]
@@ -361,7 +362,8 @@ def generate(config: ArticulatoryConfig, speakers: list[str], utterances_per_spe
     for (speaker, utterance_id, activations, _t, _hz, phones, words, frames), tv in zip(scores, trajectories):
         positions = sensor_positions(tv, anatomy[speaker])
         seconds = np.arange(frames)[:, None] / ema.FRAME_RATE
-        amplitude, hz = config.drift_mm * rng.standard_normal(ema.NUM_CHANNELS), rng.uniform(0.05, 0.3, ema.NUM_CHANNELS)
+        amplitude, hz = (config.drift_mm * rng.standard_normal(ema.NUM_CHANNELS),
+                         rng.uniform(0.05, 0.3, ema.NUM_CHANNELS))
         drift = amplitude * np.sin(2 * np.pi * hz * seconds + rng.uniform(0, 2 * np.pi, ema.NUM_CHANNELS))
         noise = config.noise_mm * rng.standard_normal(positions.shape)
         recordings.append(Recording(utterance_id, speaker, positions + drift + noise, phones, words, activations))

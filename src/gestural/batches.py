@@ -7,7 +7,7 @@ workers) and an evaluation batch is the same gather at full length with a mask.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

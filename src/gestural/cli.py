@@ -99,7 +99,7 @@ def _factorize(args) -> int:
     from tqdm import tqdm
 
     from .ema import EmaFormatError
-    from .factorize import Factorizer, FactorizeError, factorize_file, list_inputs
+    from .factorize import FactorizeError, Factorizer, factorize_file, list_inputs
 
     if args.dpi < 30 or args.max_gestures < 1:
         _error("--dpi must be >= 30 and --max-gestures >= 1")
@@ -160,8 +160,15 @@ def _compare_error(message: str) -> None:
 
 
 def _compare(args) -> int:
-    from .compare import (DEFAULT_IGNORED, CompareError, compare_experiments, experiments_from_exp_show,
-                          kernels_from_dir, load_kernels, read_exp_show, run_exp_show, write_report)
+    from .compare import DEFAULT_IGNORED, compare_experiments, write_report
+    from .experiments import (
+        CompareError,
+        experiments_from_exp_show,
+        kernels_from_dir,
+        load_kernels,
+        read_exp_show,
+        run_exp_show,
+    )
 
     if not args.tolerance >= 0:
         _compare_error("--tolerance must be >= 0")

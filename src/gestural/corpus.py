@@ -28,22 +28,18 @@ Policies, in words:
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from gestural import ema
 from gestural.dataset import INDEX_COLUMNS, write_index
 from gestural.io import atomic_dir, save_npy, write_json
 from gestural.params import DataParams
+from gestural.worker_pool import pool_map
 
 SPEAKER_GLOB = "emadata/cin_us_*"
 SPEAKER_PREFIX = "cin_us_"
@@ -63,7 +59,6 @@ DROP_REASONS = (NO_WAV, NAN, NAN_RUN_TOO_LONG, CHANNEL_ALL_NAN, NO_FRAMES, BAD_F
 POOL_MIN_UTTERANCES = 200
 
 _SKIP_HINT = "; set data.skip_bad_files: true to skip such files"
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class CorpusError(ValueError):
@@ -296,48 +291,6 @@ def _speaker_metadata(root: Path, speaker_dir: Path, skip_bad_files: bool, skipp
     return meta
 
 
-def _init_worker(parent_pid: int) -> None:
-    """Pool worker set-up: die with the parent, leave Ctrl-C to the parent.
-
-    A ``kill -9`` of the stage gives the workers no chance to be shut down, and they
-    would live on as orphans; on Linux the kernel sends them SIGKILL when the
-    process that started them dies (PR_SET_PDEATHSIG; the stage itself, or the
-    forkserver that exits with it). The stage may have died before this runs, so
-    check once too.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    try:
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
-        os._exit(1)
-    except PermissionError:
-        pass
-    # Ctrl-C reaches the whole process group; the parent handles it and shuts the
-    # pool down, so the workers should not each print a KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _map(tasks: list[_Task], workers: int | None):
-    """load_utterance over tasks, in order; a process pool when there are many."""
-    workers = workers or len(os.sched_getaffinity(0))
-    progress = dict(total=len(tasks), desc="reading EMA", unit="utt", disable=None, mininterval=1.0)
-    if workers <= 1 or len(tasks) < POOL_MIN_UTTERANCES:
-        yield from tqdm(map(load_utterance, tasks), **progress)
-        return
-    executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
-    try:
-        chunksize = max(1, len(tasks) // (workers * 16))
-        yield from tqdm(executor.map(load_utterance, tasks, chunksize=chunksize), **progress)
-    finally:
-        # On an error, stop at once rather than parse the rest of the corpus.
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def build_npy(
     extracted_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -383,7 +336,9 @@ def build_npy(
 
     kept_rows, arrays, dropped, interpolated, mismatched = [], [], [], [], []
     start = 0
-    for result in _map(tasks, workers):
+    results = pool_map(load_utterance, tasks, workers, min_tasks=POOL_MIN_UTTERANCES, desc="reading EMA",
+                       unit="utt")
+    for result in results:
         files = result["files"]
         if result["status"] == "dropped":
             dropped.append({"utterance_id": files.utterance_id, "speaker": files.speaker,

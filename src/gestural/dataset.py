@@ -108,7 +108,7 @@ class NormalizedCorpus:
         self.stats = stats
 
     @classmethod
-    def load(cls, directory: str | os.PathLike = "data/normalized", *, mmap: bool = False) -> "NormalizedCorpus":
+    def load(cls, directory: str | os.PathLike = "data/normalized", *, mmap: bool = False) -> NormalizedCorpus:
         """Load ``frames.npy``, ``index.csv`` and ``stats.json`` from ``directory``.
 
         Parameters

@@ -1,20 +1,10 @@
-"""Which torch device to run on, and timing on it: the one place a device name is checked."""
+"""Which torch device to run on (a name params.yaml accepts, see ``params.is_device_name``), and timing on it."""
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from .params import ParamsError
-
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:<index>"
-
-
-def is_device_name(name) -> bool:
-    """Whether ``name`` is spelled like a device params.yaml accepts (not whether it exists)."""
-    return isinstance(name, str) and DEVICE_NAME.fullmatch(name) is not None
+from .params import DEVICE_CHOICES, ParamsError, is_device_name
 
 
 def resolve_device(name: str) -> torch.device:

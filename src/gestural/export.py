@@ -29,9 +29,9 @@ import csv
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -180,7 +180,8 @@ def build_textgrid(events: Sequence[GestureEvent], frames: int, *, phones=None,
         grid.addTier(textgrid.IntervalTier(PHONE_TIER, segments, 0.0, end))
     order = sorted({e.gesture for e in events}) if gestures is None else [int(g) for g in gestures]
     for k in order:
-        intervals = [(e.onset / frame_rate, min(e.offset / frame_rate, end), f"{gesture_tier_name(k)} {e.amplitude:.3g}")
+        intervals = [(e.onset / frame_rate, min(e.offset / frame_rate, end),
+                      f"{gesture_tier_name(k)} {e.amplitude:.3g}")
                      for e in events if e.gesture == k]
         grid.addTier(textgrid.IntervalTier(gesture_tier_name(k), intervals, 0.0, end))
     return grid
@@ -287,10 +288,10 @@ def kernel_rows(kernels, stats: dict | None = None, *, frame_rate: float = FRAME
     """Every kernel sample, in normalised units and, per speaker with ``ema.stats``, in mm.
 
     ``value_mm`` is the displacement the kernel adds at a score of 1: the conversion of
-    :func:`gestural.plots.to_corpus_units` without its offsets (which a displacement does not
+    :func:`gestural.plot_style.to_corpus_units` without its offsets (which a displacement does not
     have). Without ``stats['ema_stats']`` the rows carry an empty speaker and ``value_mm``.
     """
-    from .plots import to_corpus_units
+    from .plot_style import to_corpus_units
 
     kernels = np.asarray(kernels, dtype=np.float64)
     if kernels.ndim != 3 or kernels.shape[1] != len(CHANNELS):

@@ -29,16 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import export, plots
+from . import export
 from .corpus import fill_nan_runs
-from .devices import DEVICE_CHOICES, is_device_name, resolve_device
+from .devices import resolve_device
 from .ema import CHANNELS, FRAME_RATE, NUM_CHANNELS, EmaFormatError, read_ema, read_lab
 from .io import atomic_dir, json_safe, save_npy, write_json
+from .kinematics_figures import gesture_traces_figure, reconstruction_figure
 from .metrics import reconstruction_metrics, score_sparsity
 from .model import GesturalAutoEncoder
 from .model_io import ModelFileError, load_model
 from .normalize import scale_to_unit
-from .params import ParamsError
+from .params import DEVICE_CHOICES, ParamsError, is_device_name
+from .plot_style import message_figure, save_figure
+from .score_figures import score_heatmap_figure
 
 OUTPUT_FILES: tuple[str, ...] = ("scores.npz", "reconstruction.npy", "metrics.json", "events.csv")
 TEXTGRID_SUFFIX = ".TextGrid"  # <utterance id>.TextGrid: named like the utterance's wav, as Praat users pair them
@@ -75,7 +78,7 @@ class Factorizer:
 
     @classmethod
     def load(cls, model_path: str | os.PathLike, device: str = "auto",
-             max_nan_run: int = DEFAULT_MAX_NAN_RUN) -> "Factorizer":
+             max_nan_run: int = DEFAULT_MAX_NAN_RUN) -> Factorizer:
         """Load ``model.pt`` (written by the train stage) onto ``device`` (auto | cpu | cuda[:i]).
 
         Raises
@@ -207,8 +210,7 @@ def utterance_metrics(x: np.ndarray, reconstruction: np.ndarray, scores: np.ndar
     fit = reconstruction_metrics(x, reconstruction)
     sparsity = score_sparsity(scores, kernels=kernels)
     contribution = np.asarray(sparsity.pop("contribution"))
-    largest = contribution.max() if contribution.size else 0.0
-    in_use = np.flatnonzero((contribution > 0) & (contribution > 1e-3 * largest))
+    in_use = np.flatnonzero(np.asarray(sparsity["in_use"], dtype=bool))
     in_use = in_use[np.argsort(-contribution[in_use], kind="stable")]
     fit["correlation_per_channel"] = dict(zip(CHANNELS, fit["correlation_per_channel"]))
     return json_safe({
@@ -221,19 +223,19 @@ def utterance_metrics(x: np.ndarray, reconstruction: np.ndarray, scores: np.ndar
 
 def _figures(directory: Path, utterance_id: str, x, reconstruction, scores, kernels, in_use, phones,
              *, dpi: int, max_gestures: int) -> None:
-    plots.save_figure(plots.reconstruction_figure(x, reconstruction, title=f"{utterance_id}: original and "
-                                                  "reconstruction"), directory / "kinematics.png", dpi)
+    save_figure(reconstruction_figure(x, reconstruction, title=f"{utterance_id}: original and reconstruction"),
+                directory / "kinematics.png", dpi)
     if in_use:
-        gallery = plots.gesture_traces_figure(
+        gallery = gesture_traces_figure(
             kernels, scores, order=in_use, max_gestures=max_gestures,
             title=f"{utterance_id}: gestures used ({min(len(in_use), max_gestures)} of {len(in_use)} in use "
                   "shown, most used first)")
     else:
-        gallery = plots.message_figure("No gesture is active in this utterance: the model reconstructs it "
-                                       "with the resting posture alone.", title=f"{utterance_id}: gestures used")
-    plots.save_figure(gallery, directory / "gestures.png", dpi)
-    plots.save_figure(plots.score_heatmap_figure(scores, phones=phones, title=f"{utterance_id}: gestural score"),
-                      directory / "scores.png", dpi)
+        gallery = message_figure("No gesture is active in this utterance: the model reconstructs it "
+                                 "with the resting posture alone.", title=f"{utterance_id}: gestures used")
+    save_figure(gallery, directory / "gestures.png", dpi)
+    save_figure(score_heatmap_figure(scores, phones=phones, title=f"{utterance_id}: gestural score"),
+                directory / "scores.png", dpi)
 
 
 def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root: str | os.PathLike, *,

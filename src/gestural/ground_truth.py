@@ -19,8 +19,8 @@ corpus's tract variables and targets).
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

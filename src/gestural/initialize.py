@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
 from scipy.cluster.vq import kmeans2
-
 
 # Enough windows for stable centres, few enough that k-means takes about a second.
 _MAX_WINDOWS = 20000

@@ -111,7 +111,8 @@ class ModelConfig:
         if self.response_frames < 0:
             raise ValueError(f"params.yaml train.response_frames: must be >= 0 (got {self.response_frames})")
         if self.kernels not in KERNEL_KINDS:
-            raise ValueError(f"params.yaml train.kernels: must be one of {', '.join(KERNEL_KINDS)} (got {self.kernels!r})")
+            raise ValueError(f"params.yaml train.kernels: must be one of {', '.join(KERNEL_KINDS)} "
+                             f"(got {self.kernels!r})")
 
 
 class _RevivableReLU(torch.autograd.Function):

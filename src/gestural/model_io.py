@@ -65,7 +65,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ge
         model = GesturalAutoEncoder(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, RuntimeError) as error:
-        raise ModelFileError(f"{path}: does not fit this version's model ({str(error).splitlines()[0][:200]})") from None
+        raise ModelFileError(f"{path}: does not fit this version's model "
+                             f"({str(error).splitlines()[0][:200]})") from None
     return model.to(device).eval(), payload
 
 

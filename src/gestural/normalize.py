@@ -40,7 +40,6 @@ from gestural.dataset import INDEX_COLUMNS, SPLITS, CorpusFileError, check_layou
 from gestural.io import atomic_dir, save_npy, write_json
 from gestural.params import DataParams
 
-
 logger = logging.getLogger(__name__)
 
 # A sample this many robust standard deviations from its channel's median is no
@@ -63,7 +62,7 @@ class NormalizeError(ValueError):
 
 def hash_fraction(seed: int, utterance_id: str) -> float:
     """A number in [0, 1) that depends only on (seed, utterance_id), stable across runs and machines."""
-    digest = hashlib.sha256(f"{seed}\x00{utterance_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x00{utterance_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32
 
 

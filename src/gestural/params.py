@@ -13,16 +13,15 @@ New sections follow the pattern of :class:`DataParams`: a frozen dataclass with 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
 import yaml
-
-if TYPE_CHECKING:
-    from gestural.synthetic import SyntheticConfig
 
 PARAMS_FILE = "params.yaml"
 _MISSING = object()
@@ -36,6 +35,16 @@ KNOWN_TOP_LEVEL = frozenset({
     "epochs", "seed", "device",
     "train", "evaluate", "plot", "data", "synthetic",
 })
+
+
+# Device names params.yaml accepts (whether the device exists is gestural.devices' check).
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:<index>"
+
+
+def is_device_name(name) -> bool:
+    """Whether ``name`` is spelled like a device params.yaml accepts (not whether it exists)."""
+    return isinstance(name, str) and DEVICE_NAME.fullmatch(name) is not None
 
 
 class ParamsError(ValueError):
@@ -108,7 +117,7 @@ class Section:
     params : dict
         The whole parameter file (as returned by :func:`load_params`).
     name : str
-        The section, e.g. ``"data"``.
+        The section, e.g. ``"data"``. :meth:`top_level` reads the top-level keys instead.
     """
 
     def __init__(self, params: dict, name: str):
@@ -123,17 +132,32 @@ class Section:
         self.values = values
         self._read: set[str] = set()
 
+    @classmethod
+    def top_level(cls, params: dict) -> Section:
+        """The top-level keys (``seed``, ``num_gestures``, ...) read like a section; messages
+        name the bare key, e.g. ``params.yaml seed: must be an integer >= 0 (got -1)``.
+
+        Unknown top-level keys are :func:`check_top_level`'s to refuse, not :meth:`check_unknown`'s.
+        """
+        if not isinstance(params, dict):
+            raise ParamsError(f"params.yaml: expected a mapping of sections, got {type(params).__name__}")
+        return cls({"": params}, "")
+
+    def _where(self, key: str) -> str:
+        """``<section>.<key>``, or the bare key for the top level."""
+        return f"{self.name}.{key}" if self.name else key
+
     def error(self, key: str, problem: str, value: Any = _MISSING) -> ParamsError:
         """A ParamsError for ``<section>.<key>``, quoting the value found."""
         if value is _MISSING:
             value = self.values.get(key)
-        return ParamsError(f"params.yaml {self.name}.{key}: {problem} (got {value!r})")
+        return ParamsError(f"params.yaml {self._where(key)}: {problem} (got {value!r})")
 
     def get(self, key: str) -> Any:
         """The raw value of ``key``; a missing key is an error."""
         self._read.add(key)
         if key not in self.values:
-            raise ParamsError(f"params.yaml {self.name}.{key}: missing")
+            raise ParamsError(f"params.yaml {self._where(key)}: missing")
         return self.values[key]
 
     def integer(self, key: str, *, minimum: int | None = None) -> int:
@@ -160,17 +184,49 @@ class Section:
             raise self.error(key, f"must be in {interval}", value)
         return float(value)
 
+    def bounded_integer(self, key: str, low: int, high: int | None = None) -> int:
+        """An int in [low, high] (``high`` None: no maximum), with one message for a wrong type
+        and a wrong value: ``must be an integer >= 1 and <= 4096``.
+
+        Stricter than :meth:`integer`: the type must be ``int`` itself (YAML's ``true`` is no
+        count, nor is ``1.5``), and a maximum catches typos such as ``num_gestures: 100000``.
+        """
+        value = self.get(key)
+        if type(value) is not int or value < low or (high is not None and value > high):
+            raise self.error(key, f"must be an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+        return value
+
+    def finite_number(self, key: str, low: float, high: float = math.inf, *, open_low: bool = False) -> float:
+        """A finite int or float (not a bool) with ``low <= value <= high``; ``open_low``
+        excludes ``low``: ``must be a finite number > 0`` (``.inf`` is no learning rate)."""
+        value = self.get(key)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (value > low if open_low else value >= low) and value <= high)
+        if not ok:
+            bound = f"> {low}" if open_low else f">= {low}"
+            raise self.error(key, f"must be a finite number {bound}" + (f" and <= {high}" if high != math.inf else ""))
+        return float(value)
+
     def boolean(self, key: str) -> bool:
         value = self.get(key)
         if not isinstance(value, bool):
             raise self.error(key, "must be true or false")
         return value
 
-    def choice(self, key: str, choices: Iterable[str]) -> str:
+    def choice(self, key: str, choices: Iterable[str], *, separator: str = " | ") -> str:
+        """One of ``choices``; the message lists them joined by ``separator``."""
         value = self.get(key)
         choices = tuple(choices)
         if value not in choices:
-            raise self.error(key, f"must be one of {' | '.join(choices)}")
+            raise self.error(key, f"must be one of {separator.join(choices)}")
+        return value
+
+    def device(self, key: str) -> str:
+        """A torch device name params.yaml accepts (``auto``, ``cpu``, ``cuda``, ``cuda:<index>``);
+        whether that device exists is :func:`gestural.devices.resolve_device`'s check."""
+        value = self.get(key)
+        if not is_device_name(value):
+            raise self.error(key, f"must be {DEVICE_CHOICES}")
         return value
 
     def optional_text(self, key: str) -> str | None:
@@ -216,7 +272,7 @@ class ExtractLimits:
         return self.max_member_mib * MIB
 
     @classmethod
-    def from_params(cls, params: dict) -> "ExtractLimits":
+    def from_params(cls, params: dict) -> ExtractLimits:
         """Validate ``data.extract`` of the whole parameter mapping ``params``."""
         data = Section(params, "data")
         values = data.get("extract")
@@ -259,7 +315,7 @@ class DataParams:
     extract: ExtractLimits = ExtractLimits()
 
     @classmethod
-    def from_params(cls, params: dict) -> "DataParams":
+    def from_params(cls, params: dict) -> DataParams:
         """Validate the ``data:`` section of the whole parameter mapping ``params``.
 
         Raises
@@ -335,28 +391,3 @@ class DataParams:
         if not ok:
             raise section.error("speakers", "must be 'all' or a list of distinct speaker names")
         return tuple(value)
-
-
-def synthetic_config(params: dict) -> "SyntheticConfig":
-    """The validated ``synthetic:`` section as a :class:`SyntheticConfig`.
-
-    Raises
-    ------
-    ParamsError
-        The section is missing, has an unknown key, or holds an invalid value.
-    """
-    # Imported here so that stages not generating data do not depend on the generator.
-    from gestural.synthetic import SyntheticConfig
-
-    section = Section(params, "synthetic")
-    # SyntheticConfig has defaults; a key left out of params.yaml must not silently take one.
-    for field in fields(SyntheticConfig):
-        if field.name not in section.values:
-            raise ParamsError(f"params.yaml synthetic.{field.name}: missing")
-    try:
-        return SyntheticConfig.from_params(dict(section.values))
-    except (TypeError, ValueError) as error:
-        message = str(error)
-        if not message.startswith("params.yaml"):
-            message = f"params.yaml synthetic: {message}"
-        raise ParamsError(message) from None

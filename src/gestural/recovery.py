@@ -4,7 +4,7 @@ similarity and onset F1. Conventions as in :mod:`gestural.metrics`."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["run_stage", "describe_os_error", "is_expected_error"]
 

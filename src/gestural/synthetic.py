@@ -26,9 +26,9 @@ import gzip
 import io
 import tarfile
 import wave
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from . import articulatory, ema
 from .articulatory import ArticulatoryConfig
 from .ground_truth import save_ground_truth
 from .io import atomic_path
+from .params import ParamsError, Section
 
 KINDS = ("events", "articulatory")
 
@@ -74,7 +75,7 @@ class SyntheticConfig:
             self.articulatory = ArticulatoryConfig.from_mapping(self.articulatory)
 
     @classmethod
-    def from_params(cls, section: dict) -> "SyntheticConfig":
+    def from_params(cls, section: dict) -> SyntheticConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(section) - known)
         if unknown:
@@ -231,12 +232,6 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _nema_text(values: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savetxt(buffer, values, fmt="%.6f")  # NaN is written as "nan", as in real files
-    return buffer.getvalue()
-
-
 def write_corpus(config: SyntheticConfig, archive_path: str | Path, truth_path: str | Path) -> dict:
     """Generate the corpus of ``config.kind`` and write the archive and the ground-truth ``.npz`` atomically.
 
@@ -346,19 +341,18 @@ def _write_archive(config: SyntheticConfig, utterances: list[Utterance], archive
                 root = f"emadata/cin_us_{speaker}"
                 members = [i for i, u in enumerate(utterances) if u.speaker == speaker]
                 stats = speaker_stats[speaker]
-                _add(tar, f"{root}/ema.stats", "".join(f"{m:.6f} {s:.6f}\n" for m, s in stats).encode())
-                text_lines = []
+                _add(tar, f"{root}/ema.stats", ema.ema_stats_text(stats, decimals=6))
+                prompts = {}
                 for i in members:
                     utt = utterances[i]
-                    text_lines.append(f'( {utt.utterance_id} "{utt.words}." )\n')
+                    prompts[utt.utterance_id] = f"{utt.words}."
                     if i not in no_ema:
-                        _add(tar, f"{root}/nema/{utt.utterance_id}.ema", _nema_text(records[i]))
+                        # NaN is written as "nan", as in real files.
+                        _add(tar, f"{root}/nema/{utt.utterance_id}.ema", ema.nema_text(records[i]))
                     if i not in no_wav:
                         _add(tar, f"{root}/wav/{utt.utterance_id}.wav", _wav_bytes(utt.latent.shape[0]))
-                    lab = "separator ;\nnfields 1\n#\n" + "".join(
-                        f"{end:10.4f} 125 {phone}\n" for end, phone in utt.phones)
-                    _add(tar, f"{root}/lab/{utt.utterance_id}.lab", lab.encode())
-                _add(tar, f"{root}/etc/txt.done.data", "".join(text_lines).encode())
+                    _add(tar, f"{root}/lab/{utt.utterance_id}.lab", ema.lab_text(utt.phones))
+                _add(tar, f"{root}/etc/txt.done.data", ema.txt_done_data_text(prompts))
 
     frames = sum(u.latent.shape[0] for u in utterances)
     summary = {
@@ -372,3 +366,25 @@ def _write_archive(config: SyntheticConfig, utterances: list[Utterance], archive
         "short_nan_runs": len(short_nan),
     }
     return summary, latent_std
+
+
+def synthetic_config(params: dict) -> SyntheticConfig:
+    """The validated ``synthetic:`` section as a :class:`SyntheticConfig`.
+
+    Raises
+    ------
+    ParamsError
+        The section is missing, has an unknown key, or holds an invalid value.
+    """
+    section = Section(params, "synthetic")
+    # SyntheticConfig has defaults; a key left out of params.yaml must not silently take one.
+    for item in fields(SyntheticConfig):
+        if item.name not in section.values:
+            raise ParamsError(f"params.yaml synthetic.{item.name}: missing")
+    try:
+        return SyntheticConfig.from_params(dict(section.values))
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        if not message.startswith("params.yaml"):
+            message = f"params.yaml synthetic: {message}"
+        raise ParamsError(message) from None

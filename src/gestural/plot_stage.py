@@ -1,28 +1,42 @@
-"""The pipeline's summary figures (stage ``plot``): read the stage outputs, draw, save PNGs.
+"""The plot stage's job: read the pipeline's outputs, draw the summary figures, save PNGs.
 
 :func:`make_figures` takes every input path explicitly, so that it can run on hand-made
 files; ``stages/plot.py`` only supplies the pipeline's paths and ``params.yaml``'s ``plot:``
 section. The set of files written never changes (:data:`FIGURES`): a figure that cannot be
-drawn from the inputs (no ground truth, no example utterance) says why instead.
+drawn from the inputs (no ground truth, no example utterance) says why instead. The drawing
+itself is the figure modules' (:mod:`gestural.kinematics_figures`, :mod:`gestural.score_figures`,
+:mod:`gestural.metric_figures`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import plots
 from .associations import ASSOCIATION_FILE, load_associations
 from .dataset import CorpusFileError, read_index
 from .ema import CHANNELS, EmaFormatError, read_ema_stats
 from .export import ExportError, row_phones
 from .io import atomic_dir
+from .kinematics_figures import (
+    gesture_paths_figure,
+    gesture_traces_figure,
+    neural_vs_classical_figure,
+    planted_vs_learned_figure,
+    reconstruction_figure,
+)
+from .metric_figures import channel_correlation_figure, learning_curves_figure
 from .model_io import ModelFileError, load_model
+from .plot_style import message_figure, rank_gestures, save_figure
+from .score_figures import gesture_phone_association_figure, score_heatmap_figure
+
+logger = logging.getLogger(__name__)
 
 FIGURES: tuple[str, ...] = (
     "learning_curves.png",
@@ -60,7 +74,7 @@ class PlotParams:
     example: int = 0
 
     @classmethod
-    def from_params(cls, params: dict) -> "PlotParams":
+    def from_params(cls, params: dict) -> PlotParams:
         """Validate the optional ``plot:`` section (defaults when it is absent)."""
         from .params import Section
 
@@ -175,9 +189,10 @@ def read_matching(path: str | os.PathLike) -> dict:
 
 def _index_rows(normalized: Path) -> dict[str, dict]:
     try:
-        return {row["utterance_id"]: row for row in read_index(normalized / "index.csv", ("utterance_id", "speaker", "lab"))}
+        return {row["utterance_id"]: row
+                for row in read_index(normalized / "index.csv", ("utterance_id", "speaker", "lab"))}
     except CorpusFileError as error:
-        print(f"plot: {error}; drawing without phone labels")
+        logger.warning("%s; drawing without phone labels", error)
         return {}
 
 
@@ -186,13 +201,13 @@ def _association_figure(evaluation: Path, max_gestures: int):
     path = evaluation / ASSOCIATION_FILE
     title = "Gesture-phone association"
     if not path.is_file():
-        return plots.message_figure(f"{path} is missing: run `dvc repro evaluate`.", title=title)
+        return message_figure(f"{path} is missing: run `dvc repro evaluate`.", title=title)
     try:
         table = load_associations(path)
     except ExportError as error:
         raise FigureInputError(f"{error}; run `dvc repro evaluate`") from None
-    return plots.gesture_phone_association_figure(table.auc, table.gestures, table.phones, table.phone_frames,
-                                                  max_gestures=max(max_gestures, 60))
+    return gesture_phone_association_figure(table.auc, table.gestures, table.phones, table.phone_frames,
+                                            max_gestures=max(max_gestures, 60))
 
 
 def _unit_stats(normalization: dict, speaker: str | None, extracted: Path) -> dict:
@@ -205,7 +220,7 @@ def _unit_stats(normalization: dict, speaker: str | None, extracted: Path) -> di
                 table = read_ema_stats(path)
                 stats["ema_stats"] = {speaker: {"mean": table[:, 0].tolist(), "std": table[:, 1].tolist()}}
             except EmaFormatError as error:
-                print(f"plot: {error}; gesture paths in corpus units")
+                logger.warning("%s; gesture paths in corpus units", error)
     return stats
 
 
@@ -282,47 +297,47 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
     speaker = row.get("speaker") if row else None
     neural_scores = [e["neural_scores"] for e in examples if "neural_scores" in e]
     usage = np.stack([s.sum(axis=1) for s in neural_scores], axis=1) if neural_scores else None
-    order, _ = plots.rank_gestures(kernels, usage)
+    order, _ = rank_gestures(kernels, usage)
     no_example = "No example utterance to draw (evaluate.examples is 0 or the held-out split is empty)."
 
     def draw(name: str):
         if name == "learning_curves.png":
-            return plots.learning_curves_figure(curve, loss=loss)
+            return learning_curves_figure(curve, loss=loss)
         if name == "channel_correlation.png":
-            return plots.channel_correlation_figure(neural_r, classical_r)
+            return channel_correlation_figure(neural_r, classical_r)
         if name == "gestures.png":
-            return plots.gesture_traces_figure(kernels, usage, max_gestures=params.max_gestures,
-                                               title=None if usage is None else
-                                               f"Gesture kernels: the {min(params.max_gestures, len(kernels))} "
-                                               f"most used of {len(kernels)} in the example utterances")
+            return gesture_traces_figure(kernels, usage, max_gestures=params.max_gestures,
+                                         title=None if usage is None else
+                                         f"Gesture kernels: the {min(params.max_gestures, len(kernels))} "
+                                         f"most used of {len(kernels)} in the example utterances")
         if name == "gesture_paths.png":
-            return plots.gesture_paths_figure(
+            return gesture_paths_figure(
                 kernels, baseline, stats=_unit_stats(normalization, speaker, Path(inputs.extracted)),
                 order=order, max_gestures=params.max_gestures, speaker=speaker,
                 amplitudes=_typical_amplitudes(neural_scores, len(kernels)))
         if name == "planted_vs_learned.png":
             neural_pairs = (matching.get("neural") or {}).get("kernel_recovery")
             if planted is None or neural_pairs is None:
-                return plots.message_figure("No ground truth: the corpus is not synthetic, so there are no planted "
-                                            "gestures to compare with.", title="Planted vs learned gestures")
+                return message_figure("No ground truth: the corpus is not synthetic, so there are no planted "
+                                      "gestures to compare with.", title="Planted vs learned gestures")
             classical_pairs = (matching.get("classical") or {}).get("kernel_recovery")
-            return plots.planted_vs_learned_figure(
+            return planted_vs_learned_figure(
                 planted, kernels, neural_pairs, max_rows=params.max_gestures,
                 classical=classical.get("gesture_kernels") if classical_pairs is not None else None,
                 classical_assignment=classical_pairs)
         if name == "gesture_phone_association.png":
             return _association_figure(evaluation, params.max_gestures)
         if example is None:
-            return plots.message_figure(no_example)
+            return message_figure(no_example)
         label = f"held-out utterance {example['id']}"
         if name == "reconstruction.png":
-            return plots.reconstruction_figure(example["x"], example["neural_reconstruction"],
-                                               title=f"Auto-encoder reconstruction of {label}")
+            return reconstruction_figure(example["x"], example["neural_reconstruction"],
+                                         title=f"Auto-encoder reconstruction of {label}")
         if name == "scores.png":
-            return plots.score_heatmap_figure(example["neural_scores"], phones=phones,
-                                              title=f"Gestural score of {label} (auto-encoder)")
+            return score_heatmap_figure(example["neural_scores"], phones=phones,
+                                        title=f"Gestural score of {label} (auto-encoder)")
         if name == "neural_vs_classical.png":
-            return plots.neural_vs_classical_figure(
+            return neural_vs_classical_figure(
                 example["x"], example["neural_reconstruction"], example["classical_reconstruction"],
                 example["neural_scores"], example["classical_scores"], phones=phones,
                 title=f"Auto-encoder vs classical convolutive NMF on {label}")
@@ -335,5 +350,5 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
                 figure = draw(name)
             except KeyError as error:
                 raise FigureInputError(f"{evaluation / 'examples.npz'}: missing array {error} for {name}") from None
-            plots.save_figure(figure, tmp / name, dpi=params.dpi)
+            save_figure(figure, tmp / name, dpi=params.dpi)
     return [out_dir / name for name in FIGURES]

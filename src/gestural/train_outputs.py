@@ -1,0 +1,173 @@
+"""What a training run leaves behind, apart from its checkpoint.
+
+While it trains: the TensorBoard run (``runs/<run name>``: hparams, per-epoch scalars and
+figures), named by :func:`default_run_name`. When it has finished
+(:func:`write_training_outputs`): model.pt, gestures.npy, the metrics, the timing and the
+learning curve, one :class:`EpochRecord` per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batches import UtteranceStore
+from .io import save_npy, write_json, write_text
+from .model import GesturalAutoEncoder
+from .model_io import save_model
+from .train_config import TrainConfig
+
+# The scalars TensorBoard's HParams tab compares runs by (logged every epoch).
+HPARAM_METRICS = ("hparam/test_reconstruction", "hparam/gestures_in_use")
+
+
+@dataclass
+class EpochRecord:
+    """One row of the learning curve (plots/train/learning_curve.csv)."""
+
+    epoch: int
+    train_loss: float
+    train_reconstruction: float
+    test_reconstruction: float
+    sparsity_penalty: float
+    kl: float
+    hoyer_across_gestures: float
+    hoyer_across_time: float
+    active_scores: float
+    gestures_in_use: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: GesturalAutoEncoder
+    history: list[EpochRecord]
+    seconds: float
+    frames_per_second: float
+    resumed_from_epoch: int
+    device: str
+    train_frames: int
+
+
+class TensorBoardRun:
+    """The TensorBoard log of one run: its hparams at the start, scalars every epoch, and a
+    reconstruction and the gestures every ``figure_every`` epochs and at the last.
+
+    Parameters
+    ----------
+    log_dir : path
+        The run directory, ``runs/<run name>``.
+    config : TrainConfig
+    extra_hparams : dict
+        More hparams (the data params), logged beside the training config.
+    start_epoch : int
+        Epochs already done (a resumed run): what an interrupted run logged after them is
+        dropped, so that the curves do not fork.
+    """
+
+    def __init__(self, log_dir: str | Path, config: TrainConfig, extra_hparams: dict, start_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.config = config
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1)
+        self._log_hparams(extra_hparams)
+
+    def log_epoch(self, record: EpochRecord, model: GesturalAutoEncoder, test_store: UtteranceStore) -> None:
+        writer = self.writer
+        step = record.epoch
+        writer.add_scalar("loss/train_total", record.train_loss, step)
+        writer.add_scalar("loss/train_reconstruction", record.train_reconstruction, step)
+        writer.add_scalar("loss/test_reconstruction", record.test_reconstruction, step)
+        writer.add_scalar("loss/sparsity_penalty", record.sparsity_penalty, step)
+        writer.add_scalar("loss/kl", record.kl, step)
+        writer.add_scalar("sparsity/hoyer_across_gestures", record.hoyer_across_gestures, step)
+        writer.add_scalar("sparsity/hoyer_across_time", record.hoyer_across_time, step)
+        writer.add_scalar("sparsity/active_scores", record.active_scores, step)
+        writer.add_scalar("sparsity/gestures_in_use", record.gestures_in_use, step)
+        writer.add_scalar("lr", record.lr, step)
+        writer.add_scalar("hparam/test_reconstruction", record.test_reconstruction, step)
+        writer.add_scalar("hparam/gestures_in_use", record.gestures_in_use, step)
+        if step % self.config.figure_every == 0 or step == self.config.epochs:
+            from .kinematics_figures import gesture_traces_figure, reconstruction_figure
+
+            _, x, mask = next(iter(test_store.batches(1)))
+            with torch.no_grad():
+                model.eval()
+                out = model(x, mask)
+                model.train()
+            writer.add_figure("reconstruction", reconstruction_figure(
+                x[0].cpu().numpy(), out.reconstruction[0].cpu().numpy()), step)
+            writer.add_figure("gestures", gesture_traces_figure(
+                model.decoder.gesture_kernels.detach().cpu().numpy(), out.scores[0].cpu().numpy()), step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def _log_hparams(self, extra_hparams: dict) -> None:
+        """Declare the run's hparams at its start (with the data params it was given), so that
+        TensorBoard's HParams tab lists a run while it trains; the declared metrics are the
+        ``hparam/*`` scalars logged every epoch."""
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {**dataclasses.asdict(self.config), **extra_hparams}
+        values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in values.items()}
+        experiment, start, end = hparams(values, {name: 0.0 for name in HPARAM_METRICS})
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """TensorBoard run name: the DVC experiment's name when run by ``dvc exp run``."""
+    if config.run_name:
+        return config.run_name
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:
+        return experiment
+    return f"{config.model}-K{config.num_gestures}-w{config.win_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
+                           metrics_path: Path, curve_path: Path, timing_path: Path) -> None:
+    """model.pt, gestures.npy (float32, K x 12 x (win_size + response_frames - 1 or win_size)), metrics, timing, curve.
+
+    The metrics file keeps the figures of merit only, so that ``dvc metrics diff`` and
+    ``dvc exp show`` compare results; time and speed, which differ on every run, go to
+    ``timing_path``.
+    """
+    model_dir = Path(model_dir)
+    save_model(model_dir / "model.pt", result.model, dataclasses.asdict(config), normalization)
+    # What each gesture does in the data: its kernel, convolved with its response if it has one.
+    kernels = result.model.decoder.effective_kernels.detach().cpu().numpy().astype(np.float32)
+    save_npy(model_dir / "gestures.npy", kernels)
+    last = result.history[-1]
+    write_json(metrics_path, {  # the figures of merit; the whole curve is in curve_path
+        "test_reconstruction": last.test_reconstruction,
+        "gestures_in_use": last.gestures_in_use,
+    })
+    write_json(timing_path, {
+        "epochs": len(result.history),
+        "steps": len(result.history) * config.steps_per_epoch,
+        # Over the whole training, the epochs before a resume included.
+        "seconds": result.seconds,
+        "frames_per_second": result.frames_per_second,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "train_frames": result.train_frames,
+        "device": result.device,
+    })
+    buffer = io.StringIO()
+    columns = [f.name for f in dataclasses.fields(EpochRecord)]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in result.history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in dataclasses.asdict(row).items()})
+    write_text(curve_path, buffer.getvalue())
