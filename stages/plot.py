@@ -17,15 +17,24 @@ from gestural.params import load_params
 from gestural.plot_stage import FigureInputs, PlotParams, make_figures
 from gestural.stage import run_stage
 
+INPUTS = FigureInputs(
+    model=Path("models/model.pt"),
+    gestures=Path("models/gestures.npy"),
+    learning_curve=Path("plots/train/learning_curve.csv"),
+    evaluation=Path("evaluation"),
+    correlation=Path("plots/eval/per_channel_correlation.csv"),
+    normalized=Path("data/normalized"),
+    extracted=Path("data/extracted"),
+)
 OUT_DIR = Path("plots/figures")
 KERNEL_TABLE = Path("plots/tables/gesture_kernels.csv")
 
 
 def main() -> int:
     params = PlotParams.from_params(load_params())
-    paths = make_figures(OUT_DIR, FigureInputs(), params)
+    paths = make_figures(OUT_DIR, INPUTS, params)
     print(f"plot: {len(paths)} figures -> {OUT_DIR}/ ({', '.join(p.name for p in paths)})")
-    rows = export_kernel_table(KERNEL_TABLE, FigureInputs().gestures, Path(FigureInputs().normalized) / "stats.json")
+    rows = export_kernel_table(KERNEL_TABLE, INPUTS.gestures, INPUTS.normalized / "stats.json")
     print(f"plot: gesture kernels ({rows} rows) -> {KERNEL_TABLE}")
     return 0
 

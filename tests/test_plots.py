@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from gestural import ema
+from gestural.evaluation_files import read_channel_correlation
 from gestural.kinematics_figures import (
     gesture_paths_figure,
     gesture_traces_figure,
@@ -29,7 +30,6 @@ from gestural.plot_stage import (
     FigureInputs,
     PlotParams,
     make_figures,
-    read_channel_correlation,
 )
 from gestural.plot_style import (
     ARTICULATOR_COLOURS,

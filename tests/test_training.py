@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -17,7 +16,13 @@ from gestural.params import ParamsError
 from gestural.recovery import kernel_recovery
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.train_config import TrainConfig
-from gestural.train_outputs import write_training_outputs
+from gestural.train_outputs import (
+    EpochRecord,
+    TrainOutputError,
+    read_learning_curve,
+    write_learning_curve,
+    write_training_outputs,
+)
 from gestural.training import Trainer, TrainingDataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +119,27 @@ def test_outputs_are_written_and_the_model_loads_alone(planted_problem, tmp_path
     write_training_outputs(result, config, normalization, tmp_path / "models", tmp_path / "train.json",
                            tmp_path / "curve.csv", tmp_path / "timing.json")
     assert (tmp_path / "models" / "model.pt").read_bytes() == first
-    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    rows = read_learning_curve(tmp_path / "curve.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+def test_learning_curve_reads_back_what_was_written(tmp_path):
+    history = [EpochRecord(epoch, 0.1234567 * epoch, 1e-7 * epoch, 123456.789, 0.0, float("nan"), 0.5, 0.25,
+                           1 / 3, 0.75, 1e-3, 12.0) for epoch in (1, 2)]
+    write_learning_curve(tmp_path / "curve.csv", history)
+    # 6 significant digits, in a format that DVC's plots and spreadsheets read.
+    assert (tmp_path / "curve.csv").read_text() == (
+        "epoch,train_loss,train_reconstruction,test_reconstruction,sparsity_penalty,kl,hoyer_across_gestures,"
+        "hoyer_across_time,active_scores,gestures_in_use,lr,seconds\n"
+        "1,0.123457,1e-07,123457,0,nan,0.5,0.25,0.333333,0.75,0.001,12\n"
+        "2,0.246913,2e-07,123457,0,nan,0.5,0.25,0.333333,0.75,0.001,12\n")
+    rows = read_learning_curve(tmp_path / "curve.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] == "0.246913"
+    with pytest.raises(TrainOutputError, match=r"nowhere\.csv: no such file \(run `dvc repro train`\)$"):
+        read_learning_curve(tmp_path / "nowhere.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(TrainOutputError, match=r"bad\.csv: no 'epoch' column \(header \['a', 'b'\]\)$"):
+        read_learning_curve(tmp_path / "bad.csv")
 
 
 def test_fine_tuning_refuses_a_model_of_another_shape(planted_problem, tmp_path):

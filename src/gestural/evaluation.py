@@ -11,8 +11,9 @@ the network, never random crops; see :mod:`gestural.factorisations` and
   the factor reconstructions, lag-tolerant kernel cosine after Hungarian matching, and F1 of
   planted onsets against peaks of the matched learned scores.
 
-This module runs the stage: its parameters, the scoring of each factorisation, and the
-outputs (metrics/eval.json, the per-channel correlation CSV, ``evaluation/``).
+This module runs the stage: its parameters and the scoring of each factorisation. Its files
+(metrics/eval.json, the per-channel correlation CSV, ``evaluation/``) are written and read by
+:mod:`gestural.evaluation_files`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from .baseline import BaselineParams, classical_factorisation, fit_classical
 from .batches import UtteranceStore
 from .dataset import CorpusFileError, NormalizedCorpus
 from .devices import resolve_device
+from .evaluation_files import EvaluationResult
 from .factorisations import Factorised, neural_factorisation, store_utterances
 from .ground_truth import has_planted_kernels, load_activations
-from .io import atomic_dir, json_safe, write_json, write_text
+from .io import json_safe
 from .metrics import reconstruction_metrics, score_sparsity
 from .model import GesturalAutoEncoder
 from .model_io import ModelFileError, load_model
@@ -50,7 +52,6 @@ __all__ = [
     "evaluate_model",
     "example_indices",
     "run_evaluation",
-    "write_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,6 @@ METRIC_KEYS = (
     "seqnmf_similarity", "kernel_cosine", "onset_f1", "onset_precision", "onset_recall",
     "activation_auc", "activation_auc_lagged", "elbo_per_frame", "fit_seconds", "inference_seconds",
 )
-# What metrics/eval.json keeps of each method: the figures of merit, so that `dvc metrics diff`
-# and `dvc exp show` compare results. Everything (per-channel r, timings, per-gesture AUCs)
-# is in evaluation/details.json.
-SUMMARY_KEYS = ("variance_explained", "activation_auc", "seqnmf_similarity", "kernel_cosine", "onset_f1",
-                "hoyer_across_time", "gestures_in_use", "distinct_gestures", "elbo_per_frame")
-CLASSICAL_SUMMARY_KEYS = ("variance_explained", "activation_auc", "kernel_cosine")
-TIMING_KEYS = ("fit_seconds", "inference_seconds")
 # Metrics where higher is better, compared in ``neural_beats_classical``.
 COMPARED = ("variance_explained", "activation_auc", "seqnmf_similarity", "kernel_cosine")
 
@@ -237,24 +231,8 @@ def example_indices(lengths: Sequence[int], ids: Sequence[str], count: int = 3) 
 # ------------------------------------------------------------------------ the stage
 
 
-@dataclass
-class EvaluationResult:
-    """Everything the evaluate stage writes."""
-
-    metrics: dict  # metrics/eval.json
-    channels: list[str]
-    classical_kernels: np.ndarray
-    classical_baseline: np.ndarray
-    examples: dict  # arrays of evaluation/examples.npz
-    matching: dict  # evaluation/matching.json
-    planted_kernels: np.ndarray | None
-    test_ids: list[str] = field(default_factory=list)  # held-out utterances, in the scores' order
-    neural_scores: list[np.ndarray] = field(default_factory=list)  # (K, T_i) per held-out utterance
-    win_size: int = 0  # the network's kernel length
-
-
 def _train_seconds(path: Path | None) -> float:
-    """``seconds`` of metrics/train.json, NaN if the file or the key is absent."""
+    """``seconds`` of the train stage's timing file, NaN if the file or the key is absent."""
     if path is None or not Path(path).is_file():
         return math.nan
     try:
@@ -285,10 +263,8 @@ def _load_inputs(model_path: Path, data_dir: Path, device: torch.device):
     return model, corpus
 
 
-def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/model.pt",
-                   data_dir: str | Path = "data/normalized",
-                   truth_path: str | Path | None = "data/raw/ground_truth.npz",
-                   train_metrics_path: str | Path | None = "metrics/train.json",
+def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: str | Path,
+                   truth_path: str | Path | None, train_metrics_path: str | Path | None,
                    progress: bool = True) -> EvaluationResult:
     """Evaluate the trained network and the classical baseline on the held-out split.
 
@@ -300,9 +276,10 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
     data_dir : path
         Output of the normalize stage.
     truth_path : path or None
-        ``ground_truth.npz``; recovery metrics are computed only if the file exists.
+        ``ground_truth.npz``; recovery metrics are computed only if the file exists (none when None).
     train_metrics_path : path or None
-        ``metrics/train.json``; its ``seconds`` is the network's fit time.
+        The train stage's timing file (``reports/timing/train.json``); its ``seconds`` is the
+        network's fit time (NaN when None or absent).
     progress : bool
         Log a line per phase (INFO), and the classical fit's cost.
 
@@ -411,54 +388,3 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path = "models/m
                             examples=examples, matching=matching,
                             planted_kernels=None if truth is None else truth.kernels.astype(np.float32),
                             test_ids=list(test_ids), neural_scores=neural.scores, win_size=config.win_size)
-
-
-def write_outputs(result: EvaluationResult, *, metrics_path: str | Path = "metrics/eval.json",
-                  plot_path: str | Path = "plots/eval/per_channel_correlation.csv",
-                  out_dir: str | Path = "evaluation", timing_path: str | Path | None = None) -> None:
-    """Write eval.json, the per-channel correlation CSV and the ``evaluation/`` directory, each atomically.
-
-    Timings (fit and inference seconds), which differ on every run, go to ``timing_path`` only,
-    so that the outputs of a rerun are byte-identical; ``evaluation/details.json`` has every
-    other metric.
-
-    ``evaluation/`` holds ``classical.npz`` (gesture_kernels (K, C, L), baseline (C,)),
-    ``examples.npz`` (ids; x_i, {neural,classical}_reconstruction_i, {neural,classical}_scores_i,
-    planted_scores_i with ground truth), ``matching.json`` and, with ground truth,
-    ``planted.npz`` (kernels (P, C, L) in normalised units).
-    """
-    timing = {method: {key: result.metrics[method].get(key) for key in TIMING_KEYS}
-              for method in ("neural", "classical")}
-    details = {key: value for key, value in result.metrics.items()}
-    for method in ("neural", "classical"):
-        details[method] = {k: v for k, v in result.metrics[method].items() if k not in TIMING_KEYS}
-    with atomic_dir(out_dir) as tmp:
-        np.savez(tmp / "classical.npz", gesture_kernels=result.classical_kernels, baseline=result.classical_baseline)
-        np.savez(tmp / "examples.npz", **result.examples)
-        (tmp / "matching.json").write_text(json.dumps(result.matching, indent=2) + "\n")
-        (tmp / "details.json").write_text(json.dumps(details, indent=2) + "\n")
-        if result.planted_kernels is not None:
-            np.savez(tmp / "planted.npz", kernels=result.planted_kernels)
-
-    def cell(value) -> str:
-        return "" if value is None else f"{value:.6f}"
-
-    neural = result.metrics["neural"]["correlation_per_channel"]
-    classical = result.metrics["classical"]["correlation_per_channel"]
-    rows = ["channel,neural,classical"] + [f"{c},{cell(neural[c])},{cell(classical[c])}" for c in result.channels]
-    write_text(plot_path, "\n".join(rows) + "\n")
-    write_json(metrics_path, summary_metrics(result.metrics))
-    if timing_path is not None:
-        write_json(timing_path, timing)
-
-
-def summary_metrics(metrics: dict) -> dict:
-    """The figures of merit of the full metrics: what metrics/eval.json holds (``SUMMARY_KEYS``
-    of the network, ``CLASSICAL_SUMMARY_KEYS`` of the baseline, the raw-channel floor), about a
-    dozen columns in `dvc exp show`."""
-    floor = metrics.get("raw_channels")
-    return {
-        "neural": {key: metrics["neural"].get(key) for key in SUMMARY_KEYS},
-        "classical": {key: metrics["classical"].get(key) for key in CLASSICAL_SUMMARY_KEYS},
-        "raw_channels": {"activation_auc": floor["activation_auc"] if floor else None},
-    }

@@ -5,12 +5,12 @@ files; ``stages/plot.py`` only supplies the pipeline's paths and ``params.yaml``
 section. The set of files written never changes (:data:`FIGURES`): a figure that cannot be
 drawn from the inputs (no ground truth, no example utterance) says why instead. The drawing
 itself is the figure modules' (:mod:`gestural.kinematics_figures`, :mod:`gestural.score_figures`,
-:mod:`gestural.metric_figures`).
+:mod:`gestural.metric_figures`); the files are read by their owners (:mod:`gestural.train_outputs`
+for the learning curve, :mod:`gestural.evaluation_files` for the evaluate stage's files).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -21,7 +21,19 @@ import numpy as np
 
 from .associations import ASSOCIATION_FILE, load_associations
 from .dataset import CorpusFileError, read_index
-from .ema import CHANNELS, EmaFormatError, read_ema_stats
+from .ema import EmaFormatError, read_ema_stats
+from .evaluation_files import (
+    CLASSICAL_FILE,
+    EXAMPLES_FILE,
+    MATCHING_FILE,
+    PLANTED_FILE,
+    EvaluationFileError,
+    read_channel_correlation,
+    read_classical,
+    read_examples,
+    read_matching,
+    read_planted,
+)
 from .export import ExportError, row_phones
 from .io import atomic_dir
 from .kinematics_figures import (
@@ -35,6 +47,7 @@ from .metric_figures import channel_correlation_figure, learning_curves_figure
 from .model_io import ModelFileError, load_model
 from .plot_style import message_figure, rank_gestures, save_figure
 from .score_figures import gesture_phone_association_figure, score_heatmap_figure
+from .train_outputs import TrainOutputError, read_learning_curve
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +104,33 @@ class PlotParams:
 
 @dataclass(frozen=True)
 class FigureInputs:
-    """Where :func:`make_figures` reads from (every path explicit; defaults: the pipeline's)."""
+    """Where :func:`make_figures` reads from, every path explicit (``stages/plot.py`` gives the pipeline's).
 
-    model: Path = Path("models/model.pt")
-    gestures: Path | None = Path("models/gestures.npy")
-    learning_curve: Path = Path("plots/train/learning_curve.csv")
-    evaluation: Path = Path("evaluation")
-    correlation: Path = Path("plots/eval/per_channel_correlation.csv")
-    normalized: Path = Path("data/normalized")
-    extracted: Path = Path("data/extracted")
+    Attributes
+    ----------
+    model : Path
+        ``models/model.pt``.
+    gestures : Path or None
+        ``models/gestures.npy``; the model's kernels are drawn when None or absent.
+    learning_curve : Path
+        ``plots/train/learning_curve.csv``.
+    evaluation : Path
+        The evaluate stage's ``evaluation/`` directory.
+    correlation : Path
+        ``plots/eval/per_channel_correlation.csv``.
+    normalized : Path
+        ``data/normalized`` (index.csv, stats.json).
+    extracted : Path
+        ``data/extracted`` (lab files, ``ema.stats``).
+    """
+
+    model: Path
+    gestures: Path | None
+    learning_curve: Path
+    evaluation: Path
+    correlation: Path
+    normalized: Path
+    extracted: Path
 
 
 # ----------------------------------------------------------------------------- readers
@@ -109,82 +140,6 @@ def _need(path: Path, stage: str) -> Path:
     if not path.is_file():
         raise FigureInputError(f"{path}: no such file (run `dvc repro {stage}`)")
     return path
-
-
-def read_learning_curve(path: str | os.PathLike) -> list[dict]:
-    """Rows of ``learning_curve.csv`` as dicts of strings."""
-    with open(_need(Path(path), "train"), newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and "epoch" not in rows[0]:
-        raise FigureInputError(f"{path}: no 'epoch' column (header {list(rows[0])})")
-    return rows
-
-
-def read_channel_correlation(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-channel r of both methods from ``per_channel_correlation.csv``, in :data:`CHANNELS` order.
-
-    Missing cells (undefined r) and missing channels become NaN; ``classical`` is None
-    when the file has no such column.
-    """
-    path = _need(Path(path), "evaluate")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        if "channel" not in header or "neural" not in header:
-            raise FigureInputError(f"{path}: expected columns channel, neural[, classical], got {header}")
-        table = {row["channel"]: row for row in reader}
-
-    def column(name: str) -> np.ndarray:
-        values = np.full(len(CHANNELS), np.nan)
-        for c, channel in enumerate(CHANNELS):
-            cell = (table.get(channel) or {}).get(name) or ""
-            try:
-                values[c] = float(cell) if cell.strip() else np.nan
-            except ValueError:
-                raise FigureInputError(f"{path}: channel {channel}, column {name}: {cell!r} is not a number") from None
-        return values
-
-    return column("neural"), (column("classical") if "classical" in header else None)
-
-
-def _load_npz(path: Path, stage: str) -> dict:
-    try:
-        with np.load(_need(path, stage), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as error:
-        raise FigureInputError(f"{path}: not a readable .npz file ({error})") from None
-
-
-def read_examples(path: str | os.PathLike) -> list[dict]:
-    """The example utterances of ``examples.npz``: one dict per example.
-
-    Each dict has ``id``, ``x``, ``neural_reconstruction``, ``neural_scores``,
-    ``classical_reconstruction``, ``classical_scores`` (absent arrays are left out).
-    """
-    path = Path(path)
-    arrays = _load_npz(path, "evaluate")
-    ids = [str(i) for i in np.atleast_1d(arrays.get("ids", np.array([], dtype=str)))]
-    examples = []
-    for n, utterance_id in enumerate(ids):
-        example = {"id": utterance_id}
-        for key in ("x", "neural_reconstruction", "neural_scores", "classical_reconstruction", "classical_scores"):
-            if f"{key}_{n}" in arrays:
-                example[key] = arrays[f"{key}_{n}"]
-        if "x" not in example:
-            raise FigureInputError(f"{path}: example {n} ({utterance_id}) has no x_{n}")
-        examples.append(example)
-    return examples
-
-
-def read_matching(path: str | os.PathLike) -> dict:
-    path = _need(Path(path), "evaluate")
-    try:
-        matching = json.loads(path.read_text())
-    except ValueError as error:
-        raise FigureInputError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(matching, dict):
-        raise FigureInputError(f"{path}: expected a JSON object")
-    return matching
 
 
 def _index_rows(normalized: Path) -> dict[str, dict]:
@@ -240,8 +195,7 @@ def _typical_amplitudes(scores: list[np.ndarray], num_gestures: int) -> np.ndarr
 # ------------------------------------------------------------------------------ driver
 
 
-def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs(),
-                 params: PlotParams = PlotParams()) -> list[Path]:
+def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs, params: PlotParams = PlotParams()) -> list[Path]:
     """Draw every figure of :data:`FIGURES` into ``out_dir`` (replaced atomically).
 
     Parameters
@@ -282,14 +236,16 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
         normalization = json.loads((Path(inputs.normalized) / "stats.json").read_text())
     loss = (payload.get("train_config") or {}).get("loss")
 
-    curve = read_learning_curve(inputs.learning_curve)
-    neural_r, classical_r = read_channel_correlation(inputs.correlation)
     evaluation = Path(inputs.evaluation)
-    examples = read_examples(evaluation / "examples.npz")
-    matching = read_matching(evaluation / "matching.json")
-    classical = _load_npz(evaluation / "classical.npz", "evaluate")
-    planted_path = evaluation / "planted.npz"
-    planted = _load_npz(planted_path, "evaluate").get("kernels") if planted_path.is_file() else None
+    try:
+        curve = read_learning_curve(inputs.learning_curve)
+        neural_r, classical_r = read_channel_correlation(inputs.correlation)
+        examples = read_examples(evaluation / EXAMPLES_FILE)
+        matching = read_matching(evaluation / MATCHING_FILE)
+        classical = read_classical(evaluation / CLASSICAL_FILE)
+        planted = read_planted(evaluation / PLANTED_FILE)
+    except (TrainOutputError, EvaluationFileError) as error:  # one error type, one line, for the stage
+        raise FigureInputError(str(error)) from None
 
     example = examples[min(params.example, len(examples) - 1)] if examples else None
     row = _index_rows(Path(inputs.normalized)).get(example["id"]) if example else None
@@ -349,6 +305,6 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs = FigureInputs
             try:
                 figure = draw(name)
             except KeyError as error:
-                raise FigureInputError(f"{evaluation / 'examples.npz'}: missing array {error} for {name}") from None
+                raise FigureInputError(f"{evaluation / EXAMPLES_FILE}: missing array {error} for {name}") from None
             save_figure(figure, tmp / name, dpi=params.dpi)
     return [out_dir / name for name in FIGURES]

@@ -3,7 +3,8 @@
 While it trains: the TensorBoard run (``runs/<run name>``: hparams, per-epoch scalars and
 figures), named by :func:`default_run_name`. When it has finished
 (:func:`write_training_outputs`): model.pt, gestures.npy, the metrics, the timing and the
-learning curve, one :class:`EpochRecord` per row.
+learning curve, one :class:`EpochRecord` per row. The learning curve is written by
+:func:`write_learning_curve` and read back, by every reader, with :func:`read_learning_curve`.
 """
 
 from __future__ import annotations
@@ -13,25 +14,33 @@ import dataclasses
 import io
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .batches import UtteranceStore
 from .io import save_npy, write_json, write_text
 from .model import GesturalAutoEncoder
 from .model_io import save_model
-from .train_config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: the plot stage reads the learning curve without depending on these
+    from .batches import UtteranceStore
+    from .train_config import TrainConfig
 
 # The scalars TensorBoard's HParams tab compares runs by (logged every epoch).
 HPARAM_METRICS = ("hparam/test_reconstruction", "hparam/gestures_in_use")
 
 
+class TrainOutputError(ValueError):
+    """An output of the train stage is missing or malformed (names the file)."""
+
+
 @dataclass
 class EpochRecord:
-    """One row of the learning curve (plots/train/learning_curve.csv)."""
+    """One row of the learning curve (plots/train/learning_curve.csv, :func:`write_learning_curve`)."""
 
     epoch: int
     train_loss: float
@@ -164,10 +173,37 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
         "train_frames": result.train_frames,
         "device": result.device,
     })
+    write_learning_curve(curve_path, result.history)
+
+
+def write_learning_curve(path: str | os.PathLike, history: Sequence[EpochRecord]) -> None:
+    """Write the learning curve as CSV, atomically: a header of the :class:`EpochRecord` fields,
+    then one row per epoch (floats with 6 significant digits)."""
     buffer = io.StringIO()
     columns = [f.name for f in dataclasses.fields(EpochRecord)]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in result.history:
+    for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in dataclasses.asdict(row).items()})
-    write_text(curve_path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
+
+
+def read_learning_curve(path: str | os.PathLike) -> list[dict]:
+    """Rows of ``learning_curve.csv`` as dicts of strings, one per epoch.
+
+    Only ``epoch`` is required, so that a curve with fewer columns (an older run, a
+    hand-made file) still reads.
+
+    Raises
+    ------
+    TrainOutputError
+        The file is missing or has no ``epoch`` column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainOutputError(f"{path}: no such file (run `dvc repro train`)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and "epoch" not in rows[0]:
+        raise TrainOutputError(f"{path}: no 'epoch' column (header {list(rows[0])})")
+    return rows
