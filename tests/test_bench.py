@@ -40,6 +40,19 @@ def test_same_frames_uses_the_fixed_steps_per_epoch():
     assert bench.epochs_for_same_frames(base, 64, 2 * 40 * 16) == (1, 20)
 
 
+def test_time_to_quality_is_when_held_out_variance_explained_reaches_99_percent_of_its_final_value():
+    bench = load_bench()
+    from types import SimpleNamespace
+
+    import numpy as np
+    test = [np.array([[0.0, 2.0, 0.0, 2.0]]), np.array([[0.0, 2.0]])]  # variance 1 about the mean 1
+    mse = [0.5, 0.2, 0.104, 0.1, 0.1]  # variance explained 0.5, 0.8, 0.896, 0.9, 0.9
+    history = [SimpleNamespace(test_reconstruction=m, seconds=2.0) for m in mse]
+    assert bench.time_to_quality(history, test) == 6.0  # epoch 3: 0.896 >= 0.99 x 0.9
+    assert bench.time_to_quality(history[:2], test) == 4.0
+    assert bench.time_to_quality([SimpleNamespace(test_reconstruction=2.0, seconds=1.0)], test) is None
+
+
 def test_quick_benchmark_reports_every_section(tmp_path):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     out = tmp_path / "bench.json"
@@ -121,3 +134,30 @@ def test_quick_benchmark_reports_every_section(tmp_path):
 
     assert result["targets"]["training_default_config_frames_per_s"]["met"] in (True, False)
     assert result["targets"]["nema2npy_plus_normalize_real_size_seconds"]["met"] is None  # small corpus
+
+
+def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
+    spec = importlib.util.spec_from_file_location("bench_table", PROJECT_ROOT / "bench" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    result = {
+        "machine": {"device_type": "cpu", "device": "Some CPU (2 cores)", "torch": "2.13.0"},
+        "settings": {"default_config": {"num_gestures": 20}},
+        "training": {"rows": [
+            {"path": "fast", "batch_size": 16, "num_gestures": 20, "precision": "fp32", "compile": False,
+             "frames_per_s": 110_000.0},
+            {"path": "fast", "batch_size": 16, "num_gestures": 20, "precision": "bf16", "compile": False,
+             "frames_per_s": 220_000.0},
+            {"path": "fast", "batch_size": 16, "num_gestures": 300, "precision": "bf16", "compile": False,
+             "frames_per_s": 990_000.0},  # another K: not the defaults' speed
+        ]},
+        "quality": {"rows": [{"batch_size": 16, "precision": "fp32", "time_to_quality_seconds": 41.2,
+                              "fit_seconds": 70.0, "variance_explained": 0.95, "activation_auc": 0.872}]},
+        "evaluation": [{"frames_per_s": 300_000.0}],
+        "data_stages": {"nema2npy_plus_normalize_seconds": 5.61},
+    }
+    text = table.markdown({"cpu": result, "cuda": None})
+    cpu, cuda = text.splitlines()[2:]
+    assert cpu.split(" | ")[1:] == ["0.110 M frames/s", "0.220 M frames/s (batch 16, K=20, bf16)", "41 s of 70 s",
+                                    "0.950 / 0.872", "0.300 M frames/s", "5.6 s |"]
+    assert cuda.startswith("| cuda | not measured |")

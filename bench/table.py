@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""The README's Performance table, built from the committed results of bench/run.py.
+
+    python bench/table.py [bench/results/*.json]
+
+Reads every full run (``bench/results/<device>.json``; ``*-quick.json`` smoke runs are left
+out) and prints one Markdown table: a row per device, training speed at the defaults and at
+the fastest setting measured, time to quality (training seconds until held-out variance
+explained reaches 99 % of its final value, batch 16 at the defaults), the quality reached,
+evaluation speed, and the data stages on the real-size corpus. A device without a results
+file is printed as "not measured".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEVICE_TYPES = ("cpu", "cuda")
+COLUMNS = ("device", "training, defaults (batch 16, fp32)", "fastest training setting",
+           "time to quality (batch 16)", "held-out VE / AUC", "evaluation", "nema2npy + normalize")
+
+
+def _mega(frames_per_s: float | None) -> str:
+    return "" if frames_per_s is None else f"{frames_per_s / 1e6:.3f} M frames/s"
+
+
+def _setting(row: dict) -> str:
+    extras = [row["precision"]] + (["compile"] if row.get("compile") else [])
+    return f"batch {row['batch_size']}, K={row['num_gestures']}, {', '.join(extras)}"
+
+
+def table_row(result: dict) -> list[str]:
+    """The table's cells for one bench/run.py result."""
+    default_k = result["settings"]["default_config"]["num_gestures"]
+    fast = [row for row in result["training"]["rows"] if row["path"] == "fast" and row["num_gestures"] == default_k]
+    default = next((row for row in fast if row["batch_size"] == 16 and row["precision"] == "fp32"
+                    and not row.get("compile")), None)
+    fastest = max(fast, key=lambda row: row["frames_per_s"], default=None)
+    quality = (result.get("quality") or {}).get("rows") or []
+    reference = next((row for row in quality if row["batch_size"] == 16 and row["precision"] == "fp32"), None)
+    evaluation = max(result.get("evaluation") or [], key=lambda row: row["frames_per_s"], default=None)
+    data_seconds = (result.get("data_stages") or {}).get("nema2npy_plus_normalize_seconds")
+    machine = result["machine"]
+    return [
+        f"{machine['device']}, torch {machine['torch']}",
+        _mega(default and default["frames_per_s"]),
+        f"{_mega(fastest['frames_per_s'])} ({_setting(fastest)})" if fastest else "",
+        (f"{reference['time_to_quality_seconds']:.0f} s of {reference['fit_seconds']:.0f} s"
+         if reference and reference.get("time_to_quality_seconds") is not None else ""),
+        (f"{reference['variance_explained']:.3f} / {reference['activation_auc']:.3f}" if reference else ""),
+        _mega(evaluation and evaluation["frames_per_s"]),
+        "" if data_seconds is None else f"{data_seconds:.1f} s",
+    ]
+
+
+def markdown(results: dict[str, dict | None]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for device_type, result in results.items():
+        cells = table_row(result) if result else [device_type] + ["not measured"] + [""] * (len(COLUMNS) - 2)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, help="bench/run.py results (default: bench/results/*.json)")
+    args = parser.parse_args()
+    files = args.files or sorted(p for p in RESULTS.glob("*.json") if not p.stem.endswith("-quick"))
+    results: dict[str, dict | None] = {}
+    for path in files:
+        result = json.loads(path.read_text())
+        results[result["machine"]["device_type"] if not args.files else str(path)] = result
+    if not args.files:
+        results = {device: results.get(device) for device in DEVICE_TYPES} | results
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
