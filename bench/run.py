@@ -11,8 +11,8 @@ Needs torch, numpy, scipy, pyyaml and tqdm. Progress goes to stderr; stdout gets
 one JSON object, also written to ``--out`` (default ``bench/results/<device type>.json``,
 ``<device type>-quick.json`` with ``--quick``). What it measures (see bench/README.md):
 
-* training throughput (frames/s of forward + backward + optimiser step, after warm-up
-  steps, CUDA synchronised) through a plain per-item numpy path and through the trainer's
+* training throughput (frames/s of forward + backward + optimizer step, after warm-up
+  steps, CUDA synchronized) through a plain per-item numpy path and through the trainer's
   own device-side sampler, at several batch sizes, num_gestures, precisions and compile;
 * achieved FLOP/s from an analytic count of the model's convolution FLOPs;
 * evaluation frames/s (full-length masked batches of the held-out utterances);
@@ -47,13 +47,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gestural.archive import safe_extract  # noqa: E402
-from gestural.baseline import BaselineParams, classical_factorisation, fit_classical  # noqa: E402
+from gestural.baseline import BaselineParams, classical_factorization, fit_classical  # noqa: E402
 from gestural.batches import UtteranceStore  # noqa: E402
 from gestural.corpus import build_npy  # noqa: E402
 from gestural.dataset import NormalizedCorpus  # noqa: E402
 from gestural.devices import resolve_device, synchronize  # noqa: E402
-from gestural.evaluation import evaluate_factorisation, evaluate_model  # noqa: E402
-from gestural.factorisations import neural_factorisation  # noqa: E402
+from gestural.evaluation import evaluate_factorization, evaluate_model  # noqa: E402
+from gestural.factorizations import neural_factorization  # noqa: E402
 from gestural.ground_truth import has_planted_kernels, load_activations  # noqa: E402
 from gestural.io import json_safe  # noqa: E402
 from gestural.model import GesturalAutoEncoder  # noqa: E402
@@ -74,7 +74,7 @@ PEAK_FLOPS = {
 }
 
 # Learning rate for a batch of B crops: lr_16 * sqrt(B / 16). Square-root scaling suits
-# Adam-type optimisers (the update's size does not grow with the gradient's, and the
+# Adam-type optimizers (the update's size does not grow with the gradient's, and the
 # gradient noise falls as 1/sqrt(B)); linear scaling, right for SGD, overshoots with AdamW.
 LR_RULE = "lr = lr_default * sqrt(batch_size / 16) (square-root scaling for AdamW)"
 
@@ -326,11 +326,11 @@ def time_evaluation(model: GesturalAutoEncoder, test, device: torch.device, batc
         autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
                     else contextlib.nullcontext())
         with autocast:
-            neural_factorisation(model, store, batch_size)  # warm-up (cuDNN algorithm choice, caches)
-            factorised = neural_factorisation(model, store, batch_size)
+            neural_factorization(model, store, batch_size)  # warm-up (cuDNN algorithm choice, caches)
+            factorized = neural_factorization(model, store, batch_size)
         row = {"batch_size": batch_size, "precision": precision, "utterances": len(store),
-               "frames": store.total_frames, "seconds": factorised.inference_seconds,
-               "frames_per_s": store.total_frames / factorised.inference_seconds}
+               "frames": store.total_frames, "seconds": factorized.inference_seconds,
+               "frames_per_s": store.total_frames / factorized.inference_seconds}
         say(f"evaluate B={batch_size} {precision}: {row['frames_per_s'] / 1e6:.3f} M frames/s")
         rows.append(row)
     return rows
@@ -605,8 +605,8 @@ def run(args: argparse.Namespace) -> dict:
             # bf16 at the batch it would be used with: the large batch on a GPU, 16 on a CPU.
             if cuda or not quick:
                 quality.append(trained(large if cuda else 16, precision="bf16"))
-            classical = classical_factorisation(cnmf, test, baseline.transform_iter, fit_seconds)
-            classical_metrics, _ = evaluate_factorisation(test, classical, truth, device=device,
+            classical = classical_factorization(cnmf, test, baseline.transform_iter, fit_seconds)
+            classical_metrics, _ = evaluate_factorization(test, classical, truth, device=device,
                                                           activations=activations)
             compared = ("variance_explained", "activation_auc", "activation_auc_lagged",
                         *(RECOVERY_KEYS if truth is not None else ()))

@@ -211,7 +211,7 @@ def test_a_member_count_bomb_is_refused_after_reading_only_the_allowed_headers(t
     monkeypatch.setattr(tarfile.TarFile, "next", lambda self: headers.append(1) or real_next(self))
     with pytest.raises(ArchiveError, match="more than 10 members"):
         safe_extract(archive, tmp_path / "dest", ExtractLimits(max_members=10))
-    assert len(headers) <= 12  # tarfile.open reads the first one to recognise the format; not all 5000
+    assert len(headers) <= 12  # tarfile.open reads the first one to recognize the format; not all 5000
 
 
 def test_the_default_caps_fit_the_real_corpus():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gestural.baseline import BaselineParams, classical_factorisation, fit_classical
+from gestural.baseline import BaselineParams, classical_factorization, fit_classical
 from gestural.cnmf import ConvNMF
 from gestural.metrics import convolve_scores, reconstruction_metrics
 from gestural.recovery import kernel_recovery
@@ -187,7 +187,7 @@ def test_classical_result_reports_iterations_convergence_and_cost_curve():
                             max_train_frames=None)
     cnmf, _, _ = fit_classical(train, 4, L, params, seed=0)
     assert (cnmf.transform_max_iter, cnmf.transform_tol) == (200, 1e-4)
-    extra = classical_factorisation(cnmf, [draw(400)]).extra
+    extra = classical_factorization(cnmf, [draw(400)]).extra
     assert extra["fit_iterations"] == cnmf.n_iter_ == len(extra["fit_cost_history"]) >= 20
     assert extra["fit_converged"] is True and extra["transform_converged"] is True
     assert extra["transform_iterations"] == len(extra["transform_cost_history"]) <= 200

@@ -1,4 +1,4 @@
-"""Tests of the evaluate stage: planted truth in normalised units, metric plumbing, baseline, outputs."""
+"""Tests of the evaluate stage: planted truth in normalized units, metric plumbing, baseline, outputs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from gestural.evaluation import (
     COMPARED,
     METRIC_KEYS,
     EvaluateParams,
-    evaluate_factorisation,
+    evaluate_factorization,
     example_indices,
     run_evaluation,
 )
@@ -37,14 +37,14 @@ from gestural.evaluation_files import (
     read_planted,
     write_outputs,
 )
-from gestural.factorisations import Factorised, neural_factorisation
+from gestural.factorizations import Factorized, neural_factorization
 from gestural.ground_truth import save_ground_truth
 from gestural.io import save_npy, write_json
 from gestural.metrics import convolve_scores
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.model_io import save_model
 from gestural.params import ParamsError
-from gestural.planted import EvaluationError, PlantedTruth, planted_kernels_normalised, planted_truth
+from gestural.planted import EvaluationError, PlantedTruth, planted_kernels_normalized, planted_truth
 from gestural.planted_recovery import recovery_metrics
 from gestural.recovery import kernel_recovery
 from gestural.stage import run_stage
@@ -110,12 +110,12 @@ def test_planted_kernels_map_with_high_minus_low():
     kernels = np.zeros((1, 12, 2))
     kernels[0, 0] = [2.0, 4.0]  # span 4 -> 0.5, 1.0
     kernels[0, 11] = [1.0, 0.25]  # span 0.5 -> 2.0, 0.5 (the offset low = 2 cancels)
-    mapped = planted_kernels_normalised(kernels, stats)
+    mapped = planted_kernels_normalized(kernels, stats)
     np.testing.assert_allclose(mapped[0, 0], [0.5, 1.0])
     np.testing.assert_allclose(mapped[0, 11], [2.0, 0.5])
     assert np.all(mapped[0, 1:11] == 0)
     with pytest.raises(ValueError, match="high must exceed low"):
-        planted_kernels_normalised(kernels, {"low": [0.0] * 12, "high": [0.0] + [1.0] * 11})
+        planted_kernels_normalized(kernels, {"low": [0.0] * 12, "high": [0.0] + [1.0] * 11})
 
 
 def write_truth(path: Path, kernels_zscored, ids, events) -> None:
@@ -156,7 +156,7 @@ def test_planted_truth_builds_spikes_by_utterance_id(tmp_path):
 # ------------------------------------------------------------------- metric plumbing
 
 
-def test_perfect_factorisation_scores_one():
+def test_perfect_factorization_scores_one():
     lengths = [300, 420, 350]
     kernels, baseline, scores, data = planted_problem(lengths)
     truth = PlantedTruth(kernels=kernels, scores=scores, onsets=onsets_of(scores))
@@ -164,9 +164,9 @@ def test_perfect_factorisation_scores_one():
     order = [2, 0, 1]
     learned_kernels = np.concatenate([kernels[order], np.full((1, C, L), 1.0 / np.sqrt(C * L))])
     learned_scores = [np.concatenate([h[order], np.zeros((1, h.shape[1]))]) for h in scores]
-    factorised = Factorised(gesture_kernels=learned_kernels, baseline=baseline, scores=learned_scores,
+    factorized = Factorized(gesture_kernels=learned_kernels, baseline=baseline, scores=learned_scores,
                             reconstructions=data, fit_seconds=1.5, inference_seconds=0.25)
-    metrics, matching = evaluate_factorisation(data, factorised, truth)
+    metrics, matching = evaluate_factorization(data, factorized, truth)
     assert set(METRIC_KEYS) <= set(metrics)
     assert metrics["variance_explained"] == pytest.approx(1.0)
     assert metrics["rmse"] == pytest.approx(0.0, abs=1e-7)
@@ -215,7 +215,7 @@ def test_a_kernel_never_switched_on_is_not_matched_to_a_planted_gesture():
     assert metrics["kernel_cosine"] < 1.0
 
 
-def test_neural_factorisation_is_full_length_in_store_order():
+def test_neural_factorization_is_full_length_in_store_order():
     config = ModelConfig(num_gestures=4, win_size=L, hidden=8)
     torch.manual_seed(0)
     model = GesturalAutoEncoder(config).eval()
@@ -226,19 +226,19 @@ def test_neural_factorisation_is_full_length_in_store_order():
         model.encoder.layers[-1].bias.fill_(0.05)
     rng = np.random.default_rng(0)
     utterances = [rng.uniform(0, 1, (C, n)).astype(np.float32) for n in (70, 30, 55)]
-    factorised = neural_factorisation(model, UtteranceStore(utterances), batch_size=2)
-    np.testing.assert_allclose(factorised.gesture_kernels, kernels, atol=1e-6)
+    factorized = neural_factorization(model, UtteranceStore(utterances), batch_size=2)
+    np.testing.assert_allclose(factorized.gesture_kernels, kernels, atol=1e-6)
     # The encoder's inner conv sees the padding's hidden activations (not zeros) in the last
     # 2 frames of a padded utterance; peak picking (+-5) can carry that a few frames further.
     edge = 2 + config.peak_window + 1
-    for x, h, x_hat in zip(utterances, factorised.scores, factorised.reconstructions):
+    for x, h, x_hat in zip(utterances, factorized.scores, factorized.reconstructions):
         with torch.no_grad():
             alone = model(torch.from_numpy(x)[None], torch.ones(1, x.shape[1], dtype=torch.bool))
         assert h.shape == (4, x.shape[1]) and x_hat.shape == x.shape
         assert np.count_nonzero(h[:, :-edge]) > 0
         np.testing.assert_allclose(h[:, :-edge], alone.scores[0, :, :-edge].numpy(), atol=1e-5)
         np.testing.assert_allclose(x_hat[:, :-edge], alone.reconstruction[0, :, :-edge].numpy(), atol=1e-5)
-    assert factorised.inference_seconds > 0
+    assert factorized.inference_seconds > 0
 
 
 def test_example_indices_pick_median_lengths_deterministically():

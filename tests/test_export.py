@@ -149,9 +149,9 @@ def test_kernel_table_gives_millimetres_per_speaker(tmp_path):
     assert len(rows) == 2 * 12 * 3 * 2
     row = next(r for r in rows if (r["gesture"], r["channel"], r["frame"], r["speaker"]) == (1, "tt_y", 2, "b"))
     c = ema.CHANNELS.index("tt_y")
-    # A displacement: z-units per normalised unit (high - low) times mm per z-unit (std); no offsets.
+    # A displacement: z-units per normalized unit (high - low) times mm per z-unit (std); no offsets.
     assert row["value_mm"] == pytest.approx(kernels[1, c, 2] * (high[c] - low[c]) * std_b[c], rel=1e-5)
-    assert row["value_normalised"] == pytest.approx(kernels[1, c, 2], rel=1e-5) and row["time_ms"] == 10.0
+    assert row["value_normalized"] == pytest.approx(kernels[1, c, 2], rel=1e-5) and row["time_ms"] == 10.0
     export.write_kernel_table(tmp_path / "plain.csv", kernels, {"low": low.tolist(), "high": high.tolist()})
     plain = export.read_kernel_table(tmp_path / "plain.csv")
     assert len(plain) == 2 * 12 * 3 and all(r["speaker"] == "" and np.isnan(r["value_mm"]) for r in plain)

@@ -1,4 +1,4 @@
-"""`gestural factorize`: the saved normalisation is applied, every output is written, bad files are reported."""
+"""`gestural factorize`: the saved normalization is applied, every output is written, bad files are reported."""
 
 from __future__ import annotations
 

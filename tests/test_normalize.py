@@ -223,7 +223,7 @@ def test_one_absurd_sample_leaves_the_rest_of_its_channel_intact(tmp_path, caplo
     assert "frames.npy: 1 absurd sample(s)" in warning and "spk_007 td_x frame 21 (1e+30)" in warning
 
 
-def test_many_absurd_samples_are_summarised_in_one_warning(tmp_path, caplog):
+def test_many_absurd_samples_are_summarized_in_one_warning(tmp_path, caplog):
     utterances = smooth_utterances()
     for i, channel in enumerate((0, 3, 5, 5, 11)):
         utterances[f"spk_{i:03d}"][10, channel] = -5e8 if i % 2 else 3e4

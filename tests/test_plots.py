@@ -148,7 +148,7 @@ def test_to_corpus_units_undoes_both_scalings():
     assert unit == "corpus units (z-scored)"
     same, unit = to_corpus_units(n)
     np.testing.assert_allclose(same, n)
-    assert unit == "normalised units"
+    assert unit == "normalized units"
 
 
 @pytest.mark.parametrize("num_gestures, panels", [(1, 1), (3, 3), (100, 16)])
@@ -170,7 +170,7 @@ def test_gesture_paths_figure_exaggerates_tiny_movements_and_says_so():
     baseline = np.linspace(0.1, 0.9, 12)
     figure = gesture_paths_figure(w, baseline)
     assert "exaggerated x" in figure._suptitle.get_text()
-    assert "normalised units" in figure._supxlabel.get_text()
+    assert "normalized units" in figure._supxlabel.get_text()
     figure = gesture_paths_figure(w, baseline, exaggeration=1)
     assert "to scale" in figure._suptitle.get_text()
 

@@ -19,13 +19,13 @@ from gestural.training import Trainer
 
 @pytest.fixture(scope="module")
 def utterances():
-    """A few planted utterances in normalised units: (train, test)."""
+    """A few planted utterances in normalized units: (train, test)."""
     config = SyntheticConfig(speakers=["s"], utterances_per_speaker=12, min_seconds=1.0, max_seconds=2.0, seed=1)
     _kernels, _baseline, generated = generate(config)
     stacked = np.concatenate([u.latent for u in generated])
     low, high = stacked.min(0), stacked.max(0)
-    normalised = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in generated]
-    return normalised[:-3], normalised[-3:]
+    normalized = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in generated]
+    return normalized[:-3], normalized[-3:]
 
 
 def tiny_config(**overrides) -> TrainConfig:

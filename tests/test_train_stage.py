@@ -23,7 +23,7 @@ CHANNELS = 12
 
 
 def make_project(root, change=lambda params: None, frames=(120, 90, 100, 80)):
-    """A normalised corpus of a few utterances and a params.yaml for a tiny, quick training."""
+    """A normalized corpus of a few utterances and a params.yaml for a tiny, quick training."""
     rng = np.random.default_rng(0)
     data = [(0.5 + 0.2 * np.sin(np.arange(n) / 7.0 + rng.uniform(0, 6, (CHANNELS, 1)))).astype(np.float32)
             for n in frames]

@@ -1,4 +1,4 @@
-"""The trainer: recovery of a planted factorisation, resume, params checks, outputs."""
+"""The trainer: recovery of a planted factorization, resume, params checks, outputs."""
 
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def planted_problem():
-    """A small planted corpus in normalised units: (train, test, planted kernels)."""
+    """A small planted corpus in normalized units: (train, test, planted kernels)."""
     config = SyntheticConfig(speakers=["s", "t"], utterances_per_speaker=30, snr_db=40.0, jitter=0.0, seed=3)
     kernels, _baseline, utterances = generate(config)
     stacked = np.concatenate([u.latent for u in utterances])
     low, high = stacked.min(0), stacked.max(0)
-    normalised = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in utterances]
+    normalized = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in utterances]
     planted = kernels / (high - low)[None, :, None]
-    return normalised[:-8], normalised[-8:], planted
+    return normalized[:-8], normalized[-8:], planted
 
 
 def small_config(**overrides) -> TrainConfig:
@@ -216,7 +216,7 @@ def test_a_checkpoint_from_other_data_or_a_broken_one_starts_fresh(planted_probl
     config = small_config(epochs=1)
     Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).fit()
     assert Trainer(config, train, test, checkpoint_path=checkpoint, progress=False).start_epoch == 1
-    # Other training data (another speaker, another split, another normalisation): fresh.
+    # Other training data (another speaker, another split, another normalization): fresh.
     shifted = [x * 0.5 for x in train]
     assert Trainer(config, shifted, test, checkpoint_path=checkpoint, progress=False).start_epoch == 0
     # Not a dict, or not a checkpoint at all: fresh, every time, without deleting by hand.

@@ -26,7 +26,7 @@ TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", 
 
 @pytest.fixture(scope="module")
 def corpus():
-    """(train, test, test activations): 2 speakers x 40 utterances of 1-3 s, min-max normalised."""
+    """(train, test, test activations): 2 speakers x 40 utterances of 1-3 s, min-max normalized."""
     recordings = generate(ArticulatoryConfig(), ["fsyn0", "msyn0"], 40, seed=1)
     positions = np.concatenate([r.positions for r in recordings])
     low, high = positions.min(0), positions.max(0)

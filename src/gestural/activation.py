@@ -7,8 +7,8 @@ causal box sum of the score over the kernel length (:func:`gesture_activity`). F
 planted gesture the question is then a ranking one, free of any threshold: does the trace
 rank active frames above inactive ones? ROC-AUC answers it (0.5 = chance, 1 = perfect).
 
-The same measure scores the raw normalised channels (best channel and sign), which is the
-floor a factorisation has to beat to say more about gestures than the sensors themselves.
+The same measure scores the raw normalized channels (best channel and sign), which is the
+floor a factorization has to beat to say more about gestures than the sensors themselves.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def best_match_auc(auc: np.ndarray) -> dict:
 
 
 def activation_metrics(activations: Sequence[np.ndarray], scores: Sequence[np.ndarray], win_size: int) -> dict:
-    """A factorisation's gesture activity against the planted activations.
+    """A factorization's gesture activity against the planted activations.
 
     Each learned score row is turned into its activity over the kernel length, and each
     planted gesture is matched to the row that ranks its active frames best, at lag 0
@@ -134,8 +134,8 @@ def activation_metrics(activations: Sequence[np.ndarray], scores: Sequence[np.nd
 
 
 def raw_channel_floor(activations: Sequence[np.ndarray], utterances: Sequence[np.ndarray], max_lag: int) -> dict:
-    """The same measure for the raw normalised channels (best channel and sign, same lag
-    tolerance): the floor a factorisation has to beat."""
+    """The same measure for the raw normalized channels (best channel and sign, same lag
+    tolerance): the floor a factorization has to beat."""
     return _summary(activations, utterances, max_lag, either_sign=True)
 
 

@@ -2,7 +2,7 @@
 
 :class:`gestural.cnmf.ConvNMF` with the model's number of gestures and window is fitted on
 (a seeded subset of) the training utterances (:func:`fit_classical`), and finds held-out
-scores with its kernels and baseline fixed (:func:`classical_factorisation`). Its settings
+scores with its kernels and baseline fixed (:func:`classical_factorization`). Its settings
 are ``evaluate.baseline:`` of params.yaml (:class:`BaselineParams`).
 """
 
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from .cnmf import ConvNMF
-from .factorisations import Factorised
+from .factorizations import Factorized
 from .metrics import convolve_scores
 from .params import Section
 
 __all__ = [
     "BaselineParams",
-    "classical_factorisation",
+    "classical_factorization",
     "fit_classical",
 ]
 
@@ -134,8 +134,8 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
     return cnmf, seconds, int(sum(u.shape[1] for u in subset))
 
 
-def classical_factorisation(cnmf: ConvNMF, utterances: Sequence[np.ndarray], transform_iter: int | None = None,
-                            fit_seconds: float = math.nan) -> Factorised:
+def classical_factorization(cnmf: ConvNMF, utterances: Sequence[np.ndarray], transform_iter: int | None = None,
+                            fit_seconds: float = math.nan) -> Factorized:
     """Held-out scores with the fitted kernels and baseline fixed, and their reconstructions.
 
     ``transform_iter`` (default: the ConvNMF's ``transform_max_iter``) caps the score updates.
@@ -149,7 +149,7 @@ def classical_factorisation(cnmf: ConvNMF, utterances: Sequence[np.ndarray], tra
     kernels = torch.as_tensor(cnmf.gesture_kernels_)
     baseline = torch.as_tensor(cnmf.baseline_)
     reconstructions = [convolve_scores(torch.as_tensor(h), kernels, baseline).float().numpy() for h in scores]
-    return Factorised(gesture_kernels=cnmf.gesture_kernels_, baseline=cnmf.baseline_, scores=scores,
+    return Factorized(gesture_kernels=cnmf.gesture_kernels_, baseline=cnmf.baseline_, scores=scores,
                       reconstructions=reconstructions, fit_seconds=fit_seconds, inference_seconds=seconds,
                       extra={"fit_iterations": cnmf.n_iter_, "fit_converged": cnmf.converged_,
                              "fit_cost_history": [float(c) for c in cnmf.cost_history_],

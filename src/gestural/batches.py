@@ -19,7 +19,7 @@ class UtteranceStore:
     Parameters
     ----------
     utterances : sequence of arrays (C, T_i)
-        Normalised utterances, channels first.
+        Normalized utterances, channels first.
     device : torch.device or str
     """
 

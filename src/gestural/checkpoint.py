@@ -1,6 +1,6 @@
 """The per-epoch training checkpoint: what it holds, when it is resumed, and its fingerprint.
 
-A checkpoint holds everything needed to continue bit-for-bit (model, optimiser, scheduler,
+A checkpoint holds everything needed to continue bit-for-bit (model, optimizer, scheduler,
 epoch, history and every RNG state) plus a fingerprint of the run: its settings, its
 training and held-out data, the package's code (:func:`code_version`) and the model it
 starts from. A killed run resumes from it; a run whose fingerprint differs starts fresh.

@@ -3,7 +3,7 @@
 Subcommands
 -----------
 factorize
-    Factorise EMA files with a trained model (see :mod:`gestural.factorize`).
+    Factorize EMA files with a trained model (see :mod:`gestural.factorize`).
 compare
     Compare DVC experiments across seeds and choose a setting (see :mod:`gestural.compare`).
 
@@ -29,10 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     factorize = commands.add_parser(
-        "factorize", help="factorise EMA utterances with a trained model",
-        description="Factorise one EMA file (nema or EST Track, z-scored as in the corpus) or every *.ema file "
+        "factorize", help="factorize EMA utterances with a trained model",
+        description="Factorize one EMA file (nema or EST Track, z-scored as in the corpus) or every *.ema file "
                     "of a directory into gestural scores. Writes <out>/<utterance id>/ with scores.npz (scores "
-                    "(K, T), times_s, frame_rate), reconstruction.npy (12, T, normalised units), metrics.json, "
+                    "(K, T), times_s, frame_rate), reconstruction.npy (12, T, normalized units), metrics.json, "
                     "<utterance id>.TextGrid (phones and one tier per gesture in use, for Praat), events.csv "
                     "(one row per gesture event, with the phone under its onset), kinematics.png, gestures.png "
                     "and scores.png.")
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="compare DVC experiments (e.g. a num_gestures sweep) and choose a setting",
         description="Group finished DVC experiments by setting (all params but the seed and run-only knobs), "
-                    "summarise held-out fit, recovery, sparsity and the seed-to-seed stability of the learned "
+                    "summarize held-out fit, recovery, sparsity and the seed-to-seed stability of the learned "
                     "gestures, and choose a setting. Writes <out>/compare.json, compare.md and "
                     "model_selection.png.")
     compare.add_argument("--exp-show-json", type=Path, default=None, metavar="FILE",
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, default=Path("reports/compare"), help="output directory "
                          "(default reports/compare)")
     compare.add_argument("--param", default="num_gestures",
-                         help="the swept param: x axis, and minimised for parsimony (default num_gestures)")
+                         help="the swept param: x axis, and minimized for parsimony (default num_gestures)")
     compare.add_argument("--all-commits", action="store_true",
                          help="experiments of every commit, not only those based on HEAD")
     compare.add_argument("--ignore", action="append", default=[], metavar="PARAM",

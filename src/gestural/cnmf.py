@@ -4,12 +4,12 @@ The baseline the auto-encoder is compared with. It fits the same model,
 
     X_hat[c, t] = b[c] + sum_k sum_tau W[k, c, tau] * H[k, t - tau],   W, H, b >= 0,
 
-by minimising ``0.5 * ||X - X_hat||^2`` over the real frames, plus optional penalties
+by minimizing ``0.5 * ||X - X_hat||^2`` over the real frames, plus optional penalties
 ``lambda_l1_scores * ||H||_1 + lambda_l1_kernels * ||W||_1`` and seqNMF's x-ortho penalty
 ``lambda_xortho / ((K - 1)(2L - 1)) * sum_{i != j} <W_i^T * Y, H_j>`` with Y = S max(X - b, 0)
 (S: a box filter 2L - 1 frames wide), by Lee & Seung style multiplicative updates (Smaragdis
 2004; Mackevicius et al. 2019). x-ortho differs from seqNMF's ``(W^T * X) S H^T`` because EMA
-normalised to [0, 1] is continuous movement on an offset near 0.5, not sparse spikes: on X
+normalized to [0, 1] is continuous movement on an offset near 0.5, not sparse spikes: on X
 itself the offset makes every gesture overlap every other everywhere, and the unscaled sum
 over K - 1 gestures and 2L - 1 lags grows with K and L. With seqNMF's form, lambda = 0.001
 drove every score to zero within ~10 iterations at K >= 40 (the baseline explained only the
@@ -18,9 +18,9 @@ equally strong at any K and L.
 
 Why the updates keep the cost from rising (no penalties): the model is linear in each of
 H, W and b with non-negative coefficients (for W: X_hat = [W_0 .. W_L-1] [H shifted by 0 ..
-L-1 frames], an ordinary NMF), so each update is the minimiser of Lee & Seung's auxiliary
+L-1 frames], an ordinary NMF), so each update is the minimizer of Lee & Seung's auxiliary
 function for that block, and the other blocks (b included, being non-negative) only enlarge
-the majorising diagonal. Rescaling each kernel to unit norm and its scores inversely leaves
+the majorizing diagonal. Rescaling each kernel to unit norm and its scores inversely leaves
 X_hat unchanged. With penalties the L1 terms change under that rescaling, and the x-ortho
 update is a heuristic, so there the cost is only recorded.
 
@@ -32,14 +32,14 @@ improving slowly for hundreds of iterations; one iteration's relative change is 
 Utterances are laid end to end with ``win_size - 1`` frames between them that are masked out
 of the cost and where the scores are held at zero (a zero stays zero under multiplicative
 updates): a gesture of one utterance never reaches into the next, exactly as if each were
-factorised alone, and all of them go through a few long convolutions (fast on a GPU).
+factorized alone, and all of them go through a few long convolutions (fast on a GPU).
 
-The baseline b is an extra factor whose activation is 1 on every real frame: initialised to
+The baseline b is an extra factor whose activation is 1 on every real frame: initialized to
 each channel's 5th percentile and updated multiplicatively during ``fit``; ``transform``
 keeps it fixed, like the kernels.
 
 The update steps, the cost and the stopping rule are in :mod:`gestural.cnmf_updates`; this
-module lays the utterances out, initialises the factors and runs the iterations.
+module lays the utterances out, initializes the factors and runs the iterations.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from gestural.cnmf_updates import (
     _convolve,
     _correlate,
     _cost,
-    _normalise_kernels,
+    _normalize_kernels,
     _Penalties,
     _smoothed_above,
     _stopped,
@@ -109,7 +109,7 @@ class _Layout:
 
 
 class ConvNMF:
-    """Convolutive non-negative matrix factorisation by multiplicative updates.
+    """Convolutive non-negative matrix factorization by multiplicative updates.
 
     Parameters
     ----------
@@ -132,7 +132,7 @@ class ConvNMF:
         stretch of data at nearby times. Divided by (K - 1)(2L - 1) (see the module notes), so
         one value is equally strong at any K and L; near 1 it rivals the reconstruction term.
     seed : int
-        Seed of the random initialisation (drawn on the CPU, so the same on any device).
+        Seed of the random initialization (drawn on the CPU, so the same on any device).
     device : str or torch.device
         Where the updates run ("cpu", "cuda", ...).
     verbose : bool
@@ -261,7 +261,7 @@ class ConvNMF:
         layout = _Layout(utterances, self.win_size, self.device)
         generator = torch.Generator().manual_seed(self.seed)
         real_values = layout.data[:, layout.real]
-        # A low percentile, not the minimum: with data normalised to [0, 1] the minimum is
+        # A low percentile, not the minimum: with data normalized to [0, 1] the minimum is
         # often exactly 0, and a multiplicative update can never move a zero.
         rank = max(1, int(0.05 * real_values.shape[1]))
         baseline = real_values.kthvalue(rank, dim=1).values
@@ -338,7 +338,7 @@ class ConvNMF:
                 new_baseline = _update_baseline(baseline, data, reconstruction, real)
                 reconstruction += (new_baseline - baseline)[:, None]
                 baseline = new_baseline
-                kernels, scores = _normalise_kernels(kernels, scores)
+                kernels, scores = _normalize_kernels(kernels, scores)
                 data_corr, smoothed, xortho_term = correlations(kernels, baseline)
             history.append(_cost(data, reconstruction, real, kernels, scores, penalties, xortho_term))
             if iteration % 10 == 0 or iteration == max_iter - 1:

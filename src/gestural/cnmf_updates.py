@@ -1,7 +1,7 @@
 """The multiplicative updates of convolutive NMF (:class:`gestural.cnmf.ConvNMF`), in torch.
 
-One step each for the scores H, the kernels W and the baseline b, the kernel normalisation,
-the penalised cost and the stopping rule; the model, its penalties and why the updates keep
+One step each for the scores H, the kernels W and the baseline b, the kernel normalization,
+the penalized cost and the stopping rule; the model, its penalties and why the updates keep
 the cost from rising are described in :mod:`gestural.cnmf`. The tensors span all utterances
 laid end to end on one time axis; ``real`` masks out the gaps between them.
 """
@@ -106,7 +106,7 @@ def _update_baseline(baseline, data, reconstruction, real):
     return baseline * (data * real).sum(dim=1) / ((reconstruction * real).sum(dim=1) + _EPS)
 
 
-def _normalise_kernels(kernels, scores):
+def _normalize_kernels(kernels, scores):
     """Unit-norm kernels, the amplitude moved into the scores (X_hat unchanged), so that the
     L1 penalty on H cannot be dodged by growing W."""
     norms = kernels.flatten(1).norm(dim=1)
@@ -126,7 +126,7 @@ def _smoothed_above(data, baseline, real, half_width: int):
 
 
 def _cost(data, reconstruction, real, kernels, scores, penalties: _Penalties, xortho_term=None) -> float:
-    """The penalised cost; ``xortho_term`` (:func:`_xortho_term` for these kernels) only with x-ortho."""
+    """The penalized cost; ``xortho_term`` (:func:`_xortho_term` for these kernels) only with x-ortho."""
     residual = (data - reconstruction) * real
     cost = 0.5 * residual.square().sum(dtype=torch.float64).item()
     if penalties.l1_scores:

@@ -161,7 +161,7 @@ def compare_experiments(experiments: Sequence[Experiment],
                         kernels: Mapping[str, np.ndarray] | Callable[[list[str]], tuple[dict, dict]] | None = None,
                         *, param: str = "num_gestures", ignore: Sequence[str] = DEFAULT_IGNORED,
                         tolerance: float = 0.01, skipped: Sequence[dict] = ()) -> dict:
-    """Group experiments by setting, summarise them across seeds and choose a setting.
+    """Group experiments by setting, summarize them across seeds and choose a setting.
 
     Parameters
     ----------
@@ -171,7 +171,7 @@ def compare_experiments(experiments: Sequence[Experiment],
         Each experiment's gesture kernels, or a function of the list of revs returning
         ``(kernels, errors)`` like :func:`gestural.experiments.load_kernels`. None: no stability.
     param : str
-        The swept param: the x axis of the report, and the one that parsimony minimises.
+        The swept param: the x axis of the report, and the one that parsimony minimizes.
     ignore : sequence of str
         Params (or sections) that do not define a setting; default :data:`DEFAULT_IGNORED`.
     tolerance : float
@@ -273,7 +273,7 @@ def choose_setting(settings: Sequence[dict], recovery: str, tolerance: float = 0
     tolerance : float
         How far below the best mean a setting may be and still compete.
     param : str
-        Name of the param minimised among the competitors (for the message).
+        Name of the param minimized among the competitors (for the message).
 
     Returns
     -------

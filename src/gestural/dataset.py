@@ -1,4 +1,4 @@
-"""The corpus tables on disk, and fast loading of the normalised corpus.
+"""The corpus tables on disk, and fast loading of the normalized corpus.
 
 ``data/npy`` and ``data/normalized`` share one layout:
 

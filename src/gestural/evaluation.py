@@ -1,17 +1,17 @@
 """Held-out evaluation of the trained auto-encoder against classical convolutive NMF.
 
-Both methods factorise every test utterance at full length (padded batches with masks for
-the network, never random crops; see :mod:`gestural.factorisations` and
+Both methods factorize every test utterance at full length (padded batches with masks for
+the network, never random crops; see :mod:`gestural.factorizations` and
 :mod:`gestural.baseline`) and are scored alike:
 
-* reconstruction: L1, RMSE (normalised units), variance explained, Pearson r per channel;
+* reconstruction: L1, RMSE (normalized units), variance explained, Pearson r per channel;
 * sparsity of the scores: Hoyer across gestures and across time, fraction of gestures used;
 * with ground truth (the synthetic corpus's ``ground_truth.npz``), recovery of the planted
   gestures (:mod:`gestural.planted`, :mod:`gestural.planted_recovery`): seqNMF similarity of
   the factor reconstructions, lag-tolerant kernel cosine after Hungarian matching, and F1 of
   planted onsets against peaks of the matched learned scores.
 
-This module runs the stage: its parameters and the scoring of each factorisation. Its files
+This module runs the stage: its parameters and the scoring of each factorization. Its files
 (metrics/eval.json, the per-channel correlation CSV, ``evaluation/``) are written and read by
 :mod:`gestural.evaluation_files`.
 """
@@ -30,12 +30,12 @@ import torch
 
 from . import ema
 from .activation import activation_metrics, raw_channel_floor
-from .baseline import BaselineParams, classical_factorisation, fit_classical
+from .baseline import BaselineParams, classical_factorization, fit_classical
 from .batches import UtteranceStore
 from .dataset import CorpusFileError, NormalizedCorpus
 from .devices import resolve_device
 from .evaluation_files import EvaluationResult
-from .factorisations import Factorised, neural_factorisation, store_utterances
+from .factorizations import Factorized, neural_factorization, store_utterances
 from .ground_truth import has_planted_kernels, load_activations
 from .io import json_safe
 from .metrics import reconstruction_metrics, score_sparsity
@@ -48,7 +48,7 @@ from .recovery import distinct_gestures
 
 __all__ = [
     "EvaluateParams",
-    "evaluate_factorisation",
+    "evaluate_factorization",
     "evaluate_model",
     "example_indices",
     "run_evaluation",
@@ -77,7 +77,7 @@ class EvaluateParams:
     device : str
         auto | cpu | cuda | cuda:<i> (both methods run there).
     seed : int
-        Seed of the classical fit (initialisation, training subset).
+        Seed of the classical fit (initialization, training subset).
     batch_size : int
         Held-out utterances per padded batch of the network.
     onset_tolerance : int
@@ -130,17 +130,17 @@ class EvaluateParams:
         return result
 
 
-def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factorised,
+def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: Factorized,
                            truth: PlantedTruth | None = None, *, channels: Sequence[str] = ema.CHANNELS,
                            onset_tolerance: int = 2, onset_relative_height: float = 0.1,
                            device="cpu", activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None]:
-    """Score one method's factorisation of the held-out utterances.
+    """Score one method's factorization of the held-out utterances.
 
     Parameters
     ----------
     utterances : sequence of ndarray (C, T_i)
         The data, unclipped.
-    factorised : Factorised
+    factorized : Factorized
     truth : PlantedTruth, optional
         Planted kernels and onsets (events corpus); without them the recovery metrics are None.
     activations : sequence of bool ndarray (P, T_i), optional
@@ -156,19 +156,19 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
     -------
     metrics : dict
         Every key of ``METRIC_KEYS`` (flat numbers, plus ``correlation_per_channel``:
-        channel name -> r), and ``factorised.extra``.
+        channel name -> r), and ``factorized.extra``.
     matching : dict or None
         See :func:`gestural.planted_recovery.recovery_metrics`; None without ground truth.
     """
     # Pooled over the real frames of all utterances: concatenating them is exact for every
     # metric here (none looks across frames).
     x = torch.from_numpy(np.concatenate([np.asarray(u, dtype=np.float32) for u in utterances], axis=1))
-    x_hat = torch.from_numpy(np.concatenate(factorised.reconstructions, axis=1))
-    h = torch.from_numpy(np.concatenate(factorised.scores, axis=1))
+    x_hat = torch.from_numpy(np.concatenate(factorized.reconstructions, axis=1))
+    h = torch.from_numpy(np.concatenate(factorized.scores, axis=1))
     fit = reconstruction_metrics(x, x_hat)
     if len(channels) != len(fit["correlation_per_channel"]):
         raise ValueError(f"{len(channels)} channel names for {len(fit['correlation_per_channel'])} channels")
-    sparsity = score_sparsity(h, kernels=factorised.gesture_kernels)
+    sparsity = score_sparsity(h, kernels=factorized.gesture_kernels)
     metrics = {
         "l1": fit["l1"],
         "rmse": fit["rmse"],
@@ -179,45 +179,45 @@ def evaluate_factorisation(utterances: Sequence[np.ndarray], factorised: Factori
         "hoyer_across_time": sparsity["hoyer_across_time"],
         "gestures_in_use": sparsity["gestures_in_use"],
         "num_gestures_in_use": sparsity["num_gestures_in_use"],
-        "distinct_gestures": distinct_gestures(factorised.gesture_kernels, sparsity["in_use"])["distinct_gestures"],
+        "distinct_gestures": distinct_gestures(factorized.gesture_kernels, sparsity["in_use"])["distinct_gestures"],
         "seqnmf_similarity": None, "kernel_cosine": None,
         "onset_f1": None, "onset_precision": None, "onset_recall": None,
         "activation_auc": None,
         "activation_auc_lagged": None,
         "elbo_per_frame": None,
-        "fit_seconds": factorised.fit_seconds,
-        "inference_seconds": factorised.inference_seconds,
+        "fit_seconds": factorized.fit_seconds,
+        "inference_seconds": factorized.inference_seconds,
     }
     if activations is not None:
-        frames = factorised.activity_frames or factorised.gesture_kernels.shape[-1]
-        metrics.update(activation_metrics(activations, factorised.scores, frames))
+        frames = factorized.activity_frames or factorized.gesture_kernels.shape[-1]
+        metrics.update(activation_metrics(activations, factorized.scores, frames))
     matching = None
     if truth is not None:
-        recovery, matching = recovery_metrics(truth, factorised.gesture_kernels, factorised.scores,
+        recovery, matching = recovery_metrics(truth, factorized.gesture_kernels, factorized.scores,
                                               in_use=sparsity["in_use"], onset_tolerance=onset_tolerance,
                                               onset_relative_height=onset_relative_height, device=device)
         metrics.update(recovery)
-    metrics.update(factorised.extra)
+    metrics.update(factorized.extra)
     return metrics, matching
 
 
 def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: PlantedTruth | None = None, *,
                    batch_size: int = 64, channels: Sequence[str] = ema.CHANNELS, onset_tolerance: int = 2,
                    onset_relative_height: float = 0.1,
-                   activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None, Factorised]:
+                   activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None, Factorized]:
     """Evaluate the network on the utterances of ``store`` (full length, masked batches).
 
     Returns
     -------
-    (metrics, matching, factorised): see :func:`evaluate_factorisation`; ``factorised`` holds
+    (metrics, matching, factorized): see :func:`evaluate_factorization`; ``factorized`` holds
     the per-utterance scores and reconstructions in the store's order.
     """
-    factorised = neural_factorisation(model, store, batch_size)
-    metrics, matching = evaluate_factorisation(store_utterances(store), factorised, truth, channels=channels,
+    factorized = neural_factorization(model, store, batch_size)
+    metrics, matching = evaluate_factorization(store_utterances(store), factorized, truth, channels=channels,
                                                onset_tolerance=onset_tolerance,
                                                onset_relative_height=onset_relative_height, device=store.device,
                                                activations=activations)
-    return metrics, matching, factorised
+    return metrics, matching, factorized
 
 
 def example_indices(lengths: Sequence[int], ids: Sequence[str], count: int = 3) -> list[int]:
@@ -258,7 +258,7 @@ def _load_inputs(model_path: Path, data_dir: Path, device: torch.device):
     trained_on = payload.get("normalization") or {}
     for key in ("low", "high"):
         if key in trained_on and key in corpus.stats and not np.allclose(trained_on[key], corpus.stats[key]):
-            raise EvaluationError(f"{model_path} was trained on data normalised with other '{key}' values than "
+            raise EvaluationError(f"{model_path} was trained on data normalized with other '{key}' values than "
                                   f"{data_dir / 'stats.json'}: run `dvc repro train`")
     return model, corpus
 
@@ -327,7 +327,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     classical_scoring = dict(scoring, device=device)
     floor = raw_channel_floor(activations, test_utterances, model.config.win_size) if activations is not None else None
 
-    say("neural: factorising held-out utterances")
+    say("neural: factorizing held-out utterances")
     store = UtteranceStore(test_utterances, device)
     neural_metrics, neural_matching, neural = evaluate_model(model, store, truth, batch_size=params.batch_size,
                                                              **scoring)
@@ -342,9 +342,9 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     cnmf, fit_seconds, fit_frames = fit_classical(train_utterances, config.num_gestures, config.win_size, base,
                                                   seed=params.seed, device=device, verbose=progress)
     say(f"classical: fitted on {fit_frames} frames in {fit_seconds:.1f} s; transforming held-out utterances")
-    classical = classical_factorisation(cnmf, test_utterances, base.transform_iter, fit_seconds)
+    classical = classical_factorization(cnmf, test_utterances, base.transform_iter, fit_seconds)
     classical.extra["fit_frames"] = fit_frames
-    classical_metrics, classical_matching = evaluate_factorisation(test_utterances, classical, truth,
+    classical_metrics, classical_matching = evaluate_factorization(test_utterances, classical, truth,
                                                                    **classical_scoring)
     say(f"classical: variance explained {classical_metrics['variance_explained']:.4f} "
         f"({classical_metrics['inference_seconds']:.2f} s)")

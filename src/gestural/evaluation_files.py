@@ -13,7 +13,7 @@ What :func:`write_outputs` writes, each atomically:
     truth, ``planted_scores_i``;
   - ``matching.json``: the planted-to-learned matching of both methods;
   - ``details.json``: every metric but the timings;
-  - ``planted.npz`` (with ground truth only): ``kernels`` (P, C, L) in normalised units;
+  - ``planted.npz`` (with ground truth only): ``kernels`` (P, C, L) in normalized units;
 
 - the timing file (``reports/timing/evaluate.json``), when given.
 

@@ -10,7 +10,7 @@ This module owns these file formats (writers and readers):
   ``g<k> <amplitude>``;
 - ``events.csv``: ``utterance, gesture, onset_s, offset_s, amplitude, phone`` -- one row per
   event, ``phone`` the label under the onset (empty without a lab file);
-- ``gesture_kernels.csv``: ``gesture, channel, frame, time_ms, value_normalised, speaker,
+- ``gesture_kernels.csv``: ``gesture, channel, frame, time_ms, value_normalized, speaker,
   value_mm`` -- every kernel sample, in mm per speaker where ``ema.stats`` allows.
 
 Events. A score at frame t plays gesture k's kernel over frames t .. t+L-1. An event is a
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 EVENT_COLUMNS: tuple[str, ...] = ("utterance", "gesture", "onset_s", "offset_s", "amplitude", "phone")
-KERNEL_COLUMNS: tuple[str, ...] = ("gesture", "channel", "frame", "time_ms", "value_normalised", "speaker",
+KERNEL_COLUMNS: tuple[str, ...] = ("gesture", "channel", "frame", "time_ms", "value_normalized", "speaker",
                                    "value_mm")
 PHONE_TIER = "phones"
 DEFAULT_RELATIVE_HEIGHT = 0.1
@@ -285,7 +285,7 @@ def read_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float]
 
 
 def kernel_rows(kernels, stats: dict | None = None, *, frame_rate: float = FRAME_RATE) -> list[dict]:
-    """Every kernel sample, in normalised units and, per speaker with ``ema.stats``, in mm.
+    """Every kernel sample, in normalized units and, per speaker with ``ema.stats``, in mm.
 
     ``value_mm`` is the displacement the kernel adds at a score of 1: the conversion of
     :func:`gestural.plot_style.to_corpus_units` without its offsets (which a displacement does not
@@ -308,7 +308,7 @@ def kernel_rows(kernels, stats: dict | None = None, *, frame_rate: float = FRAME
     rows = []
     for k, c, t in np.ndindex(kernels.shape):
         base = {"gesture": k, "channel": CHANNELS[c], "frame": t, "time_ms": 1000.0 * t / frame_rate,
-                "value_normalised": kernels[k, c, t]}
+                "value_normalized": kernels[k, c, t]}
         if not in_mm:
             rows.append({**base, "speaker": "", "value_mm": None})
         for speaker, values in in_mm.items():
@@ -327,7 +327,7 @@ def read_kernel_table(path: str | os.PathLike) -> list[dict]:
     for line, row in enumerate(rows, 2):
         for key in ("gesture", "frame"):
             row[key] = _number(path, line, row, key, int)
-        for key in ("time_ms", "value_normalised", "value_mm"):
+        for key in ("time_ms", "value_normalized", "value_mm"):
             row[key] = _number(path, line, row, key)
     return rows
 

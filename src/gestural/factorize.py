@@ -1,15 +1,15 @@
-"""Factorise new utterances with a trained model: ``gestural factorize``.
+"""Factorize new utterances with a trained model: ``gestural factorize``.
 
 One utterance (a nema or EST Track file of z-scored EMA, as in the corpus) goes through
 the same steps as the training data: short runs of missing samples are interpolated,
-each channel is scaled with the model's saved normalisation (``low``/``high`` of the
+each channel is scaled with the model's saved normalization (``low``/``high`` of the
 training frames, clipped to [0, 1]), and the model, in evaluation mode (the posterior
 mean for a VAE), gives the gestural scores and the reconstruction. The results go into
 ``<out>/<utterance id>/``, built in a temporary directory and swapped in whole:
 
 - ``scores.npz``: ``scores`` (K, T) float32 gestural scores, ``times_s`` (T,) the start of
   each frame in seconds, ``frame_rate`` (200);
-- ``reconstruction.npy``: (12, T) float32, normalised units, on the same frames;
+- ``reconstruction.npy``: (12, T) float32, normalized units, on the same frames;
 - ``metrics.json``: reconstruction metrics, sparsity, gestures in use, frames, frame rate;
 - ``<utterance id>.TextGrid``: the phones (when a lab file is found) and one interval tier
   per gesture in use, for Praat (opens beside ``<utterance id>.wav``: same time axis);
@@ -55,7 +55,7 @@ class FactorizeError(ValueError):
 
 @dataclass
 class Factorizer:
-    """A trained model with the normalisation of its training data.
+    """A trained model with the normalization of its training data.
 
     Attributes
     ----------
@@ -84,7 +84,7 @@ class Factorizer:
         Raises
         ------
         FactorizeError
-            The file is missing, is not a model, or has no normalisation; or the device
+            The file is missing, is not a model, or has no normalization; or the device
             is unavailable.
         """
         if max_nan_run < 0:
@@ -104,10 +104,10 @@ class Factorizer:
             low = np.asarray(normalization["low"], dtype=np.float64)[:NUM_CHANNELS]
             high = np.asarray(normalization["high"], dtype=np.float64)[:NUM_CHANNELS]
         except (KeyError, TypeError, ValueError):
-            raise FactorizeError(f"{model_path}: the model file holds no normalisation (low/high per channel); "
+            raise FactorizeError(f"{model_path}: the model file holds no normalization (low/high per channel); "
                                  "it was not written by the train stage") from None
         if low.shape != (NUM_CHANNELS,) or high.shape != (NUM_CHANNELS,):
-            raise FactorizeError(f"{model_path}: normalisation has {low.shape[0]} channels, expected {NUM_CHANNELS}")
+            raise FactorizeError(f"{model_path}: normalization has {low.shape[0]} channels, expected {NUM_CHANNELS}")
         return cls(model=model, low=low, high=high, device=torch_device, max_nan_run=max_nan_run,
                    model_path=os.fspath(model_path))
 
@@ -154,7 +154,7 @@ class Factorizer:
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (K, T) and reconstruction (12, T), float32, of one normalised utterance (12, T)."""
+        """Scores (K, T) and reconstruction (12, T), float32, of one normalized utterance (12, T)."""
         tensor = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)[None]
         mask = torch.ones(1, tensor.shape[-1], device=self.device)
         out = self.model(tensor, mask)
@@ -206,7 +206,7 @@ def find_lab(ema_path: str | os.PathLike) -> Path | None:
 
 
 def utterance_metrics(x: np.ndarray, reconstruction: np.ndarray, scores: np.ndarray, kernels: np.ndarray) -> dict:
-    """Reconstruction and sparsity numbers of one factorised utterance (JSON-ready)."""
+    """Reconstruction and sparsity numbers of one factorized utterance (JSON-ready)."""
     fit = reconstruction_metrics(x, reconstruction)
     sparsity = score_sparsity(scores, kernels=kernels)
     contribution = np.asarray(sparsity.pop("contribution"))
@@ -242,7 +242,7 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
                    lab_path: str | os.PathLike | None = None, figures: bool = True, dpi: int = 110,
                    max_gestures: int = 16, event_height: float = export.DEFAULT_RELATIVE_HEIGHT,
                    warn=print) -> UtteranceResult:
-    """Factorise one EMA file into ``<out_root>/<file stem>/`` (replaced whole, atomically).
+    """Factorize one EMA file into ``<out_root>/<file stem>/`` (replaced whole, atomically).
 
     Parameters
     ----------
@@ -334,7 +334,7 @@ def factorize_file(factorizer: Factorizer, ema_path: str | os.PathLike, out_root
 
 
 def list_inputs(path: str | os.PathLike) -> list[Path]:
-    """The EMA files to factorise: ``path`` itself, or the ``*.ema`` files in a directory (sorted).
+    """The EMA files to factorize: ``path`` itself, or the ``*.ema`` files in a directory (sorted).
 
     Raises
     ------

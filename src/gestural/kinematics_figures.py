@@ -71,7 +71,7 @@ def reconstruction_figure(x, x_hat, *, title: str | None = None, frame_rate: flo
     Parameters
     ----------
     x, x_hat : array, (12, T)
-        Original and reconstruction, normalised units.
+        Original and reconstruction, normalized units.
     title : str, optional
     frame_rate : float, default 200
         Frames per second, for the time axis.
@@ -92,7 +92,7 @@ def reconstruction_figure(x, x_hat, *, title: str | None = None, frame_rate: flo
         ax = axes[channel // 2, channel % 2]
         ax.plot(time, x[channel], color=_DATA_COLOUR, lw=2.2, solid_capstyle="butt")
         ax.plot(time, x_hat[channel], lw=1.1, **channel_style(channel))
-    figure.supylabel("position (normalised units)")
+    figure.supylabel("position (normalized units)")
     figure.legend(
         handles=[Line2D([], [], color=_DATA_COLOUR, lw=2.2, label="original"),
                  Line2D([], [], color="0.2", lw=1.1, label="reconstruction (articulator colour)")],
@@ -104,12 +104,12 @@ def reconstruction_figure(x, x_hat, *, title: str | None = None, frame_rate: flo
 def neural_vs_classical_figure(x, neural_hat, classical_hat, neural_scores, classical_scores, *,
                                frame_rate: float = FRAME_RATE, title: str | None = None,
                                phones: Sequence[tuple[float, str]] | None = None) -> Figure:
-    """One utterance factorised by the auto-encoder and by classical convolutive NMF.
+    """One utterance factorized by the auto-encoder and by classical convolutive NMF.
 
     Parameters
     ----------
     x, neural_hat, classical_hat : array, (12, T)
-        Original and the two reconstructions (normalised units).
+        Original and the two reconstructions (normalized units).
     neural_scores, classical_scores : array, (K1, T) and (K2, T)
     frame_rate : float, default 200
     title : str, optional
@@ -135,7 +135,7 @@ def neural_vs_classical_figure(x, neural_hat, classical_hat, neural_scores, clas
         ax.plot(time, x[channel], color=_DATA_COLOUR, lw=2.4, solid_capstyle="butt")
         ax.plot(time, neural_hat[channel], lw=1.1, **channel_style(channel))
         ax.plot(time, classical_hat[channel], color=_CLASSICAL_COLOUR, lw=0.9, linestyle=":")
-    top.supylabel("position (normalised units)")
+    top.supylabel("position (normalized units)")
     top.legend(
         handles=[Line2D([], [], color=_DATA_COLOUR, lw=2.4, label="original"),
                  Line2D([], [], color="0.2", lw=1.1, label="auto-encoder (articulator colour)"),
@@ -195,7 +195,7 @@ def gesture_traces_figure(kernels, scores=None, *, max_gestures: int = 16, order
     for ax in axes[len(chosen):]:
         figure.delaxes(ax)
     figure.supxlabel("time from gesture onset (ms)")
-    figure.supylabel("displacement (normalised units)")
+    figure.supylabel("displacement (normalized units)")
     figure.legend(handles=articulator_handles(), loc="outside right upper", fontsize=8, frameon=False)
     if title is None:
         ranked = "by use in the scores" if scores is not None else "by kernel norm"
@@ -232,10 +232,10 @@ def gesture_paths_figure(kernels, baseline, *, stats: Mapping | None = None, max
     ----------
     kernels : array, (K, 12, L)
     baseline : array, (12,)
-        Resting posture, normalised units.
+        Resting posture, normalized units.
     stats : mapping, optional
-        Normalisation statistics (see :func:`gestural.plot_style.to_corpus_units`): with them the paths are
-        in the corpus's units (mm when ``ema.stats`` is known), else normalised units.
+        Normalization statistics (see :func:`gestural.plot_style.to_corpus_units`): with them the paths are
+        in the corpus's units (mm when ``ema.stats`` is known), else normalized units.
     max_gestures, order, scores :
         Which gestures, as in :func:`gesture_traces_figure`.
     speaker : str, optional

@@ -77,7 +77,7 @@ def learning_curves_figure(rows: Sequence[Mapping], *, loss: str | None = None, 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel(f"loss ({loss.upper()}, normalised units)" if loss else "loss (normalised units)")
+    axes[0].set_ylabel(f"loss ({loss.upper()}, normalized units)" if loss else "loss (normalized units)")
     axes[0].set_title("Loss", loc="left")
     axes[0].grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)

@@ -1,4 +1,4 @@
-"""How good is a factorisation: reconstruction and sparsity (recovery of planted gestures:
+"""How good is a factorization: reconstruction and sparsity (recovery of planted gestures:
 :mod:`gestural.recovery`).
 
 Conventions shared with the model:

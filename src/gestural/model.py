@@ -17,7 +17,7 @@ defeated by growing W.
 ``model: vae`` makes the model a variational auto-encoder with a stated ELBO:
 
 * posterior: a rectified Gaussian per score, h = relu(mu + sigma * eps), which puts real
-  probability mass on exactly zero (a gesture that is off) and has a reparameterised
+  probability mass on exactly zero (a gesture that is off) and has a reparameterized
   gradient wherever the gesture is on;
 * prior: the same family with a learned location and scale per gesture (empirical Bayes),
   started at ``prior_mean`` <= 0 so that most of its mass is on zero: a sparse prior;
@@ -252,7 +252,7 @@ class GestureDecoder(nn.Module):
 
 
 @dataclass
-class Factorisation:
+class Factorization:
     """What a forward pass returns."""
 
     reconstruction: torch.Tensor  # (B, C, T)
@@ -342,6 +342,6 @@ class GesturalAutoEncoder(nn.Module):
         real = mask[:, None, :].to(x.dtype)
         return (nll * real).sum() / real.sum().clamp_min(1.0)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorisation:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorization:
         scores, kl, spread = self.encode(x, mask, sample=self.training)
-        return Factorisation(self.decoder(scores), scores, kl, spread)
+        return Factorization(self.decoder(scores), scores, kl, spread)

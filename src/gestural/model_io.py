@@ -26,7 +26,7 @@ class ModelFileError(ValueError):
 
 def save_model(path: str | Path, model: GesturalAutoEncoder, settings: dict, normalization: dict) -> None:
     """Write ``model.pt`` atomically and byte-stably: the weights, the model's config, the
-    training settings that made it and the normalisation of its input."""
+    training settings that made it and the normalization of its input."""
     save_torch(path, {
         "format": MODEL_FORMAT,
         "model_config": dataclasses.asdict(model.config),

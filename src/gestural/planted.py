@@ -2,7 +2,7 @@
 
 :mod:`gestural.ground_truth` owns the ``ground_truth.npz`` file format; this module reads
 the events corpus's planted kernels and events through it and builds the planted
-factorisation of the held-out utterances (:class:`PlantedTruth`) in the model's units.
+factorization of the held-out utterances (:class:`PlantedTruth`) in the model's units.
 
 The planted kernels are stored in z-scored units; the normalize stage maps each channel
 with ``(z - low) / (high - low)``, so a kernel, being an increment on top of a posture, maps
@@ -26,7 +26,7 @@ from .ground_truth import PLANTED_EVENTS, read_arrays
 __all__ = [
     "EvaluationError",
     "PlantedTruth",
-    "planted_kernels_normalised",
+    "planted_kernels_normalized",
     "planted_truth",
 ]
 
@@ -37,12 +37,12 @@ class EvaluationError(RuntimeError):
 
 @dataclass
 class PlantedTruth:
-    """The planted factorisation of the held-out utterances, in the model's units.
+    """The planted factorization of the held-out utterances, in the model's units.
 
     Attributes
     ----------
     kernels : ndarray (P, C, L)
-        Planted gesture kernels in normalised units.
+        Planted gesture kernels in normalized units.
     scores : list of ndarray (P, T_i)
         Spikes of each event's amplitude at its onset, one array per held-out utterance.
     onsets : list of list of ndarray
@@ -54,8 +54,8 @@ class PlantedTruth:
     onsets: list[list[np.ndarray]]
 
 
-def planted_kernels_normalised(kernels_zscored: np.ndarray, stats: dict) -> np.ndarray:
-    """Map planted kernels from z-scored units into the normalised [0, 1] space.
+def planted_kernels_normalized(kernels_zscored: np.ndarray, stats: dict) -> np.ndarray:
+    """Map planted kernels from z-scored units into the normalized [0, 1] space.
 
     Parameters
     ----------
@@ -80,7 +80,7 @@ def planted_kernels_normalised(kernels_zscored: np.ndarray, stats: dict) -> np.n
 
 def planted_truth(truth_path: str | Path, test_ids: Sequence[str], lengths: Sequence[int],
                   stats: dict) -> PlantedTruth:
-    """Read ``ground_truth.npz`` and build the planted factorisation of the held-out utterances.
+    """Read ``ground_truth.npz`` and build the planted factorization of the held-out utterances.
 
     Parameters
     ----------
@@ -108,7 +108,7 @@ def planted_truth(truth_path: str | Path, test_ids: Sequence[str], lengths: Sequ
     except ValueError as error:
         raise EvaluationError(f"{error} (run `dvc repro download`)") from None
     try:
-        kernels = planted_kernels_normalised(arrays["kernels_zscored"], stats)
+        kernels = planted_kernels_normalized(arrays["kernels_zscored"], stats)
     except ValueError as error:
         raise EvaluationError(f"{truth_path}: {error}") from None
     num_planted = kernels.shape[0]

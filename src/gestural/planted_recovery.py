@@ -1,6 +1,6 @@
-"""Recovery of the planted gestures by one factorisation: the metrics and the matching.
+"""Recovery of the planted gestures by one factorization: the metrics and the matching.
 
-Scores a factorisation against the planted one (:class:`gestural.planted.PlantedTruth`) with
+Scores a factorization against the planted one (:class:`gestural.planted.PlantedTruth`) with
 the measures of :mod:`gestural.recovery`: seqNMF similarity of the factor reconstructions,
 lag-tolerant kernel cosine after Hungarian matching, and F1 of planted onsets against peaks
 of the matched learned scores, pooled over the held-out utterances.
@@ -41,7 +41,7 @@ def _pooled_onset_f1(onsets: Sequence[np.ndarray], traces: Sequence[np.ndarray],
 
 def recovery_metrics(truth: PlantedTruth, gesture_kernels, scores: Sequence, *, in_use: Sequence[bool] | None = None,
                      onset_tolerance: int = 2, onset_relative_height: float = 0.1, device="cpu") -> tuple[dict, dict]:
-    """How well a factorisation recovers the planted one.
+    """How well a factorization recovers the planted one.
 
     Parameters
     ----------

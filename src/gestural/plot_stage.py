@@ -166,7 +166,7 @@ def _association_figure(evaluation: Path, max_gestures: int):
 
 
 def _unit_stats(normalization: dict, speaker: str | None, extracted: Path) -> dict:
-    """Normalisation stats with the speaker's ``ema.stats``, from stats.json or the corpus."""
+    """Normalization stats with the speaker's ``ema.stats``, from stats.json or the corpus."""
     stats = dict(normalization)
     if speaker and speaker not in (stats.get("ema_stats") or {}):
         path = extracted / "emadata" / f"cin_us_{speaker}" / "ema.stats"

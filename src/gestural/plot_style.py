@@ -13,7 +13,7 @@ Conventions shared by all figures:
   colour-blind-safe palette), the x coordinate drawn solid and the y coordinate
   dashed (:func:`channel_style`);
 * time in seconds for utterances and in milliseconds inside a gesture kernel;
-* values in normalised units ([0, 1] per channel) unless a figure says otherwise.
+* values in normalized units ([0, 1] per channel) unless a figure says otherwise.
 """
 
 from __future__ import annotations
@@ -176,13 +176,13 @@ def pick_gestures(order, default_order: np.ndarray, max_items: int, count: int) 
     return chosen[: max(1, int(max_items))]
 
 
-def to_corpus_units(normalised, stats: Mapping | None = None, speaker: str | None = None) -> tuple[np.ndarray, str]:
-    """Undo the normalisation of channel values: [0, 1] -> the corpus's own units.
+def to_corpus_units(normalized, stats: Mapping | None = None, speaker: str | None = None) -> tuple[np.ndarray, str]:
+    """Undo the normalization of channel values: [0, 1] -> the corpus's own units.
 
     Parameters
     ----------
-    normalised : array, (12, ...)
-        Channel values in normalised units, channels first.
+    normalized : array, (12, ...)
+        Channel values in normalized units, channels first.
     stats : mapping, optional
         The normalize stage's ``stats.json`` dict (``low``, ``high`` per channel, and
         ``ema_stats``: {speaker: {mean, std}} when the corpus ships ``ema.stats``), or a
@@ -198,11 +198,11 @@ def to_corpus_units(normalised, stats: Mapping | None = None, speaker: str | Non
     unit : str
         The unit, for an axis label (e.g. ``"mm, speaker fsyn0"``).
     """
-    values = as_array(normalised, "normalised", tuple(range(1, 8)))
+    values = as_array(normalized, "normalized", tuple(range(1, 8)))
     if values.shape[0] != NUM_CHANNELS:
-        raise ValueError(f"normalised: expected {NUM_CHANNELS} channels first, got shape {values.shape}")
+        raise ValueError(f"normalized: expected {NUM_CHANNELS} channels first, got shape {values.shape}")
     if not stats or "low" not in stats or "high" not in stats:
-        return values, "normalised units"
+        return values, "normalized units"
     shape = (NUM_CHANNELS,) + (1,) * (values.ndim - 1)
     low = np.asarray(stats["low"], dtype=np.float64)[:NUM_CHANNELS].reshape(shape)
     high = np.asarray(stats["high"], dtype=np.float64)[:NUM_CHANNELS].reshape(shape)

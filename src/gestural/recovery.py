@@ -67,7 +67,7 @@ def _kernel_array(kernels, name: str) -> torch.Tensor:
 
 
 def lag_tolerant_cosine(a, b, max_lag: int | None = None) -> float:
-    """Cosine similarity of two kernels, maximised over integer time shifts.
+    """Cosine similarity of two kernels, maximized over integer time shifts.
 
     Parameters
     ----------
@@ -183,7 +183,7 @@ def _factor_window(scores: torch.Tensor, kernels: torch.Tensor, start: int, stop
 
 def seqnmf_similarity(planted_kernels, planted_scores, learned_kernels, learned_scores, mask=None,
                       chunk_frames: int = 4096) -> dict:
-    """seqNMF similarity of two factorisations of the same data (Mackevicius et al. 2019).
+    """seqNMF similarity of two factorizations of the same data (Mackevicius et al. 2019).
 
     Each factor's own reconstruction ``W_k * H_k`` over all the data (real frames of every
     utterance, concatenated) is flattened; the cosine between every planted and every

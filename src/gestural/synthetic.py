@@ -3,7 +3,7 @@
 The real corpus cannot be downloaded from every machine, and even where it can it has no
 ground truth. Two generators share one archive writer (:func:`write_corpus`):
 ``synthetic.kind: articulatory`` is continuous, coarticulated task-dynamics movement
-(:mod:`gestural.articulatory`); ``kind: events``, this module's own, plants a known factorisation,
+(:mod:`gestural.articulatory`); ``kind: events``, this module's own, plants a known factorization,
 
     u[c, t] = baseline[c] + sum_k (W_k * H_k)[c, t] + noise,
 
@@ -16,7 +16,7 @@ corpus's blemishes are included: EMA files without a wav, wavs without EMA, NaN 
 The ground truth is saved beside the archive through :mod:`gestural.ground_truth`: for both
 kinds every gesture occurrence's activation interval; for events also the kernels and every
 event's utterance, gesture, onset frame and amplitude. Kernels are stored in z-scored units
-(averaged over speakers), so that the normalisation stats map them into the model's space
+(averaged over speakers), so that the normalization stats map them into the model's space
 exactly like the data.
 """
 

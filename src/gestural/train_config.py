@@ -22,7 +22,7 @@ TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", 
 # fp32: IEEE single precision everywhere (on CUDA, TF32 is switched off, cuDNN's default-on
 # TF32 convolutions included); tf32: fp32 tensors, TF32 matmuls and convolutions on CUDA
 # (no effect on the CPU); bf16: the forward pass under bfloat16 autocast, the loss, weights,
-# gradients and optimiser state in fp32 (runs on the CPU too, but is usually slower there).
+# gradients and optimizer state in fp32 (runs on the CPU too, but is usually slower there).
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Sizes past these are typos (num_gestures: 100000 would ask for gigabytes of scores per batch).
 MAX_GESTURES, MAX_WIN_SIZE, MAX_SEGMENT_LEN = 4096, 1000, 100_000

@@ -1,4 +1,4 @@
-"""Training: the loop that fits a :class:`GesturalAutoEncoder` to normalised utterances.
+"""Training: the loop that fits a :class:`GesturalAutoEncoder` to normalized utterances.
 
 The loop reads in one sitting: sample crops on the device, forward, loss, backward, clip,
 step, project W and b back to >= 0, schedule the learning rate; at the end of each epoch
@@ -29,7 +29,7 @@ from .checkpoint import CheckpointMismatch, resume_checkpoint, run_fingerprint, 
 from .devices import resolve_device
 from .initialize import kmeans_kernels, resting_posture
 from .metrics import score_sparsity
-from .model import Factorisation, GesturalAutoEncoder
+from .model import Factorization, GesturalAutoEncoder
 from .model_io import ModelFileError, load_weights_
 from .params import ParamsError
 from .train_config import TrainConfig
@@ -38,16 +38,16 @@ from .train_outputs import EpochRecord, TensorBoardRun, TrainResult
 log = logging.getLogger(__name__)
 
 
-def _as_fp32(out: Factorisation) -> Factorisation:
+def _as_fp32(out: Factorization) -> Factorization:
     """The forward pass's outputs in fp32 (they are bf16 under bf16 autocast)."""
     if out.scores.dtype == torch.float32 and out.reconstruction.dtype == torch.float32:
         return out
-    return Factorisation(out.reconstruction.float(), out.scores.float(), out.kl.float(),
+    return Factorization(out.reconstruction.float(), out.scores.float(), out.kl.float(),
                          None if out.score_std is None else out.score_std.float())
 
 
 class TrainingDataError(ValueError):
-    """The normalised corpus cannot train a model (too short, constant, not finite)."""
+    """The normalized corpus cannot train a model (too short, constant, not finite)."""
 
 
 def _check_training_data(train_utterances, test_utterances, win_size: int) -> None:
@@ -68,7 +68,7 @@ def _check_training_data(train_utterances, test_utterances, win_size: int) -> No
 
 
 class Trainer:
-    """Trains a :class:`GesturalAutoEncoder` on normalised utterances.
+    """Trains a :class:`GesturalAutoEncoder` on normalized utterances.
 
     Parameters
     ----------
@@ -115,13 +115,13 @@ class Trainer:
         self._resume()
 
     def _build(self) -> None:
-        """Seed, then make the sampler, the initialised model, the optimiser and the schedule."""
+        """Seed, then make the sampler, the initialized model, the optimizer and the schedule."""
         config = self.config
         self._seed_everything(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.sampler = CropSampler(self.train_store, config.segment_len, self.generator)
         self.model = GesturalAutoEncoder(config.model_config()).to(self.device)
-        self._initialise(self._train_utterances)
+        self._initialize(self._train_utterances)
         self._compiled_forward = self._compile() if config.compile else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         total = config.epochs * self.steps_per_epoch
@@ -144,7 +144,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _initialise(self, train_utterances) -> None:
+    def _initialize(self, train_utterances) -> None:
         config = self.config
         decoder = self.model.decoder
         # Non-negative kernels add movement on top of a low posture; signed ones move either
@@ -222,11 +222,11 @@ class Trainer:
         warnings.warn(f"params.yaml train.compile: torch.compile failed ({type(error).__name__}: "
                       f"{str(error).strip()[:300]}); training without compile", RuntimeWarning, stacklevel=3)
 
-    def _forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorisation:
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor) -> Factorization:
         """The training forward pass: compiled when ``compile: true`` and it works, else eager."""
         if self._compiled_forward is not None:
             try:
-                return Factorisation(*self._compiled_forward(x, mask))
+                return Factorization(*self._compiled_forward(x, mask))
             except Exception as error:  # no C++ compiler, an unsupported op, ...: fall back
                 self._compile_failed(error)
                 self._compiled_forward = None
@@ -289,7 +289,7 @@ class Trainer:
         return penalty
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
+        """One optimization step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
         loss, reconstruction, sparsity, out = self._loss(x, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,10 +1,10 @@
-"""A method's factorisation of the held-out utterances, and how the network computes its own.
+"""A method's factorization of the held-out utterances, and how the network computes its own.
 
-:class:`Factorised` is what each method hands to the scoring
-(:func:`gestural.evaluation.evaluate_factorisation`); :func:`neural_factorisation` runs the
+:class:`Factorized` is what each method hands to the scoring
+(:func:`gestural.evaluation.evaluate_factorization`); :func:`neural_factorization` runs the
 trained auto-encoder over every utterance at full length (padded batches with masks, never
 random crops), and :func:`held_out_elbo` is the VAE's bound on the same utterances. The
-classical baseline's factorisation is in :mod:`gestural.baseline`.
+classical baseline's factorization is in :mod:`gestural.baseline`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from .devices import synchronize
 from .model import GesturalAutoEncoder
 
 __all__ = [
-    "Factorised",
+    "Factorized",
     "held_out_elbo",
-    "neural_factorisation",
+    "neural_factorization",
     "store_utterances",
 ]
 
 
 @dataclass
-class Factorised:
-    """One method's factorisation of the held-out utterances.
+class Factorized:
+    """One method's factorization of the held-out utterances.
 
     Attributes
     ----------
@@ -41,7 +41,7 @@ class Factorised:
     fit_seconds : float
         Training time (NaN when unknown).
     inference_seconds : float
-        Time to factorise all held-out utterances.
+        Time to factorize all held-out utterances.
     extra : dict
         Method-specific numbers for eval.json (e.g. the classical fit's frames, iterations).
     """
@@ -63,7 +63,7 @@ def store_utterances(store: UtteranceStore) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def neural_factorisation(model: GesturalAutoEncoder, store: UtteranceStore, batch_size: int = 64) -> Factorised:
+def neural_factorization(model: GesturalAutoEncoder, store: UtteranceStore, batch_size: int = 64) -> Factorized:
     """Scores and reconstructions of every utterance in ``store``, at full length.
 
     Utterances go through the model in padded, masked batches (shortest first); results are
@@ -92,7 +92,7 @@ def neural_factorisation(model: GesturalAutoEncoder, store: UtteranceStore, batc
     # The effective kernels (with each gesture's response, if any) are what a score produces
     # in the data: the ones to compare with planted kernels. A score's activity is taken over
     # the kernel's own length (win_size), the span it drives directly.
-    return Factorised(
+    return Factorized(
         gesture_kernels=model.decoder.effective_kernels.detach().cpu().numpy(),
         baseline=model.decoder.baseline.detach().cpu().numpy(),
         scores=scores, reconstructions=reconstructions, inference_seconds=seconds, extra=extra,
