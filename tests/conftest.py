@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 import wave
@@ -11,9 +12,17 @@ import numpy as np
 import pytest
 
 from gestural import ema, est_track
+from gestural.params import load_params
 from gestural.synthetic import SyntheticConfig, write_corpus
+from gestural.train_config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_config(**overrides) -> TrainConfig:
+    """params.yaml's training settings (the only defaults there are), with ``overrides``
+    (not validated: tests of validation call ``.validate()`` themselves)."""
+    return dataclasses.replace(TrainConfig.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
 
 
 def tiny_synthetic_config(**overrides) -> SyntheticConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -31,7 +32,8 @@ def test_default_output_path_is_per_device_type():
 
 def test_same_frames_uses_the_fixed_steps_per_epoch():
     bench = load_bench()
-    base = bench.TrainConfig(steps_per_epoch=40)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    base = dataclasses.replace(bench.TrainConfig.from_params(params), steps_per_epoch=40)
     reference = 30 * 40 * 16
     assert bench.epochs_for_same_frames(base, 16, reference) == (30, 40)
     assert bench.epochs_for_same_frames(base, 64, reference) == (8, 40)  # 7.5 epochs, rounded

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import train_config
 
 from gestural import ema
 from gestural.baseline import BaselineParams, fit_classical
@@ -48,7 +49,6 @@ from gestural.planted import EvaluationError, PlantedTruth, planted_kernels_norm
 from gestural.planted_recovery import recovery_metrics
 from gestural.recovery import kernel_recovery
 from gestural.stage import run_stage
-from gestural.train_config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 C, L, P = 12, 8, 3
@@ -317,7 +317,7 @@ def make_project(root: Path, *, model: bool = True, truth: bool = True) -> None:
         (root / "data" / "raw").mkdir(parents=True)
         write_truth(root / "data" / "raw" / "ground_truth.npz", kernels * span[None, :, None], ids, events)
     if model:
-        config = TrainConfig(num_gestures=4, win_size=L, hidden=8, epochs=1)
+        config = train_config(num_gestures=4, win_size=L, hidden=8, epochs=1)
         torch.manual_seed(0)
         network = GesturalAutoEncoder(config.model_config())
         with torch.no_grad():

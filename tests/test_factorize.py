@@ -11,13 +11,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, train_config
 
 from gestural import cli, ema, est_track, export
 from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, FactorizeError, Factorizer, find_lab
 from gestural.model import GesturalAutoEncoder, ModelConfig
 from gestural.model_io import save_model
-from gestural.train_config import TrainConfig
 
 LOW = np.linspace(-3.0, -2.0, 12)
 HIGH = np.linspace(2.0, 4.0, 12)
@@ -31,7 +30,7 @@ def model_path(tmp_path_factory):
     normalization = {"channels": list(ema.CHANNELS), "low": LOW.tolist(), "high": HIGH.tolist(),
                      "percentiles": [0.0, 100.0]}
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, model, dataclasses.asdict(TrainConfig(num_gestures=3, win_size=4, hidden=8)), normalization)
+    save_model(path, model, dataclasses.asdict(train_config(num_gestures=3, win_size=4, hidden=8)), normalization)
     return path
 
 

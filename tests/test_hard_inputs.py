@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, train_config
 
 from gestural.archive import safe_extract
 from gestural.io import atomic_dir, atomic_path, current_umask
@@ -28,7 +28,6 @@ from gestural.normalize import normalize_corpus
 from gestural.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params
 from gestural.stage import run_stage
 from gestural.synthetic import SyntheticConfig, synthetic_config
-from gestural.train_config import TrainConfig
 
 
 def project_params() -> dict:
@@ -278,7 +277,7 @@ def test_an_unknown_key_without_a_close_match_gets_no_suggestion(tmp_path):
 def test_a_model_written_by_the_train_stage_loads_with_weights_only(tmp_path):
     model = GesturalAutoEncoder(ModelConfig(num_gestures=4, win_size=5, hidden=8))
     stats = {"channels": ["td_x"] * 12, "low": [0.0] * 12, "high": [1.0] * 12, "percentiles": [0.0, 100.0]}
-    save_model(tmp_path / "model.pt", model, dataclasses.asdict(TrainConfig()), stats)
+    save_model(tmp_path / "model.pt", model, dataclasses.asdict(train_config()), stats)
     payload = read_model_file(tmp_path / "model.pt")
     assert payload["model_config"]["num_gestures"] == 4 and payload["normalization"] == stats
     for key, value in model.state_dict().items():

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import train_config
 
 from gestural import ema
 from gestural.evaluation_files import read_channel_correlation
@@ -40,7 +41,6 @@ from gestural.plot_style import (
     to_corpus_units,
 )
 from gestural.score_figures import score_heatmap_figure
-from gestural.train_config import TrainConfig
 
 RNG = np.random.default_rng(0)
 FRAMES = 120
@@ -269,7 +269,7 @@ def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -
     normalization = {"channels": list(ema.CHANNELS), "low": [-2.0] * 12, "high": [2.0] * 12,
                      "ema_stats": {"spk": {"mean": [0.0] * 12, "std": [1.5] * 12}}}
     save_model(root / "models" / "model.pt", model,
-               dataclasses.asdict(TrainConfig(num_gestures=num_gestures, win_size=LENGTH, hidden=8)), normalization)
+               dataclasses.asdict(train_config(num_gestures=num_gestures, win_size=LENGTH, hidden=8)), normalization)
     np.save(root / "models" / "gestures.npy", model.decoder.gesture_kernels.detach().numpy())
     (root / "plots").mkdir()
     (root / "plots" / "learning_curve.csv").write_text(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import train_config
 
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.train_config import TrainConfig
@@ -30,9 +31,11 @@ def utterances():
 
 def tiny_config(**overrides) -> TrainConfig:
     settings = dict(num_gestures=8, win_size=6, segment_len=120, batch_size=4, epochs=1, hidden=16, threads=1,
-                    init="random", device="cpu", figure_every=1000)
+                    init="random", device="cpu", figure_every=1000, peak_window=5, l1_weight=0.03,
+                    kernels="nonnegative", response_frames=0, smoothness_weight=0.0, hoyer_gestures_weight=0.1,
+                    hoyer_time_weight=0.1, hoyer_time_target=0.95)
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return train_config(**settings)
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -43,7 +46,7 @@ def tiny_config(**overrides) -> TrainConfig:
 ])
 def test_invalid_precision_or_compile_names_the_param(name, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        TrainConfig(**{name: value}).validate()
+        train_config(**{name: value}).validate()
 
 
 def test_params_yaml_keys_and_defaults():

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, train_config
 
 from gestural.dataset import INDEX_COLUMNS, write_index
 from gestural.io import save_npy, write_json
 from gestural.model_io import save_model
 from gestural.stage import run_stage
-from gestural.train_config import TrainConfig
 
 CHANNELS = 12
 
@@ -106,7 +105,7 @@ def test_data_shorter_than_a_kernel_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_a_model_of_another_shape_to_continue_from_is_one_line(tmp_path, monkeypatch, capsys):
     other = tmp_path / "other.pt"
-    config = TrainConfig(num_gestures=5, win_size=6, hidden=8)
+    config = train_config(num_gestures=5, win_size=6, hidden=8)
     from gestural.model import GesturalAutoEncoder
 
     save_model(other, GesturalAutoEncoder(config.model_config()), dataclasses.asdict(config), {})

@@ -34,47 +34,50 @@ RUN_ONLY = ("run_name", "figure_every", "eval_batch_size", "threads")
 
 @dataclass
 class TrainConfig:
-    """Everything the train stage reads from params.yaml (top-level keys and ``train:``)."""
+    """Everything the train stage reads from params.yaml (top-level keys and ``train:``).
 
-    segment_len: int = 500
-    win_size: int = 10
-    num_gestures: int = 100
-    sparse: bool = False
-    batch_size: int = 16
-    model: str = "ae"
-    loss: str = "mse"
-    epochs: int = 50
-    seed: int = 0
-    device: str = "auto"
-    steps_per_epoch: int = 40
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    hidden: int = 128
-    peak_window: int = 5
-    init: str = "kmeans"
-    l1_weight: float = 0.03
-    kernels: str = "nonnegative"
-    response_frames: int = 0
-    smoothness_weight: float = 0.0
-    group_weight: float = 0.0
-    hoyer_gestures_weight: float = 0.1
-    hoyer_gestures_target: float = 0.9
-    hoyer_time_weight: float = 0.1
-    hoyer_time_target: float = 0.95
-    beta: float = 1.0
-    kl_warmup_fraction: float = 0.3
-    hoyer_warmup_fraction: float = 0.5
-    free_bits: float = 0.0
-    prior_mean: float = -1.0
-    prior_std: float = 1.0
-    figure_every: int = 10
-    eval_batch_size: int = 64
-    threads: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    run_name: str | None = None
+    No field has a default: params.yaml is where the defaults live (``from_params``).
+    """
+
+    segment_len: int
+    win_size: int
+    num_gestures: int
+    sparse: bool
+    batch_size: int
+    model: str
+    loss: str
+    epochs: int
+    seed: int
+    device: str
+    steps_per_epoch: int
+    lr: float
+    weight_decay: float
+    warmup_fraction: float
+    grad_clip: float
+    hidden: int
+    peak_window: int
+    init: str
+    l1_weight: float
+    kernels: str
+    response_frames: int
+    smoothness_weight: float
+    group_weight: float
+    hoyer_gestures_weight: float
+    hoyer_gestures_target: float
+    hoyer_time_weight: float
+    hoyer_time_target: float
+    beta: float
+    kl_warmup_fraction: float
+    hoyer_warmup_fraction: float
+    free_bits: float
+    prior_mean: float
+    prior_std: float
+    figure_every: int
+    eval_batch_size: int
+    threads: int
+    precision: str
+    compile: bool
+    run_name: str | None
 
     @classmethod
     def from_params(cls, params: dict) -> TrainConfig:
