@@ -282,14 +282,21 @@ def test_params_are_validated_with_the_key_named():
     params = {"device": "cpu", "seed": 1, "evaluate": evaluate_section()}
     parsed = EvaluateParams.from_params(params)
     assert parsed.baseline.max_iter == 15 and parsed.seed == 1 and parsed.baseline.max_train_frames is None
+    top = {"device": "cpu", "seed": 0}
     with pytest.raises(ParamsError, match=r"evaluate\.baseline: unknown key\(s\) \['maxiter'\]"):
-        EvaluateParams.from_params({"evaluate": evaluate_section(maxiter=3)})
+        EvaluateParams.from_params({**top, "evaluate": evaluate_section(maxiter=3)})
     with pytest.raises(ParamsError, match=r"evaluate\.baseline\.lambda_xortho: must be"):
-        EvaluateParams.from_params({"evaluate": evaluate_section(lambda_xortho=-1.0)})
-    with pytest.raises(ParamsError, match=r"params\.yaml device"):
-        EvaluateParams.from_params({"device": "tpu", "evaluate": evaluate_section()})
-    with pytest.raises(ParamsError, match=r"no 'evaluate:' section"):
+        EvaluateParams.from_params({**top, "evaluate": evaluate_section(lambda_xortho=-1.0)})
+    # The same device check as the train stage's (a name like "cudax" is no device either).
+    for device in ("tpu", "cudax"):
+        with pytest.raises(ParamsError, match=r"params\.yaml device: must be auto, cpu, cuda or cuda:<index>"):
+            EvaluateParams.from_params({"device": device, "seed": 0, "evaluate": evaluate_section()})
+    with pytest.raises(ParamsError, match=r"params\.yaml seed: must be an integer >= 0"):
+        EvaluateParams.from_params({"device": "cpu", "seed": True, "evaluate": evaluate_section()})
+    with pytest.raises(ParamsError, match=r"params\.yaml device: missing"):
         EvaluateParams.from_params({})
+    with pytest.raises(ParamsError, match=r"no 'evaluate:' section"):
+        EvaluateParams.from_params(top)
 
 
 # -------------------------------------------------------------------------- the stage

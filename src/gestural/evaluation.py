@@ -107,12 +107,9 @@ class EvaluateParams:
         ParamsError
             Naming the first invalid key, e.g. ``params.yaml evaluate.batch_size: must be >= 1``.
         """
-        device = params.get("device", "auto")
-        if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-            raise ParamsError(f"params.yaml device: must be auto, cpu, cuda or cuda:<index> (got {device!r})")
-        seed = params.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ParamsError(f"params.yaml seed: must be an integer >= 0 (got {seed!r})")
+        top = Section.top_level(params)
+        device = top.device("device")  # the same check as the train stage's
+        seed = top.bounded_integer("seed", 0)
         section = Section(params, "evaluate")
         baseline = section.get("baseline")
         if not isinstance(baseline, dict):
