@@ -67,6 +67,17 @@ class TrainResult:
     train_frames: int
 
 
+# TensorBoard tag -> EpochRecord field, logged every epoch (hparam/*: HPARAM_METRICS).
+EPOCH_SCALARS = (
+    ("loss/train_total", "train_loss"), ("loss/train_reconstruction", "train_reconstruction"),
+    ("loss/test_reconstruction", "test_reconstruction"), ("loss/sparsity_penalty", "sparsity_penalty"),
+    ("loss/kl", "kl"), ("sparsity/hoyer_across_gestures", "hoyer_across_gestures"),
+    ("sparsity/hoyer_across_time", "hoyer_across_time"), ("sparsity/active_scores", "active_scores"),
+    ("sparsity/gestures_in_use", "gestures_in_use"), ("lr", "lr"),
+    ("hparam/test_reconstruction", "test_reconstruction"), ("hparam/gestures_in_use", "gestures_in_use"),
+)
+
+
 class TensorBoardRun:
     """The TensorBoard log of one run: its hparams at the start, scalars every epoch, and a
     reconstruction and the gestures every ``figure_every`` epochs and at the last.
@@ -93,18 +104,8 @@ class TensorBoardRun:
     def log_epoch(self, record: EpochRecord, model: GesturalAutoEncoder, test_store: UtteranceStore) -> None:
         writer = self.writer
         step = record.epoch
-        writer.add_scalar("loss/train_total", record.train_loss, step)
-        writer.add_scalar("loss/train_reconstruction", record.train_reconstruction, step)
-        writer.add_scalar("loss/test_reconstruction", record.test_reconstruction, step)
-        writer.add_scalar("loss/sparsity_penalty", record.sparsity_penalty, step)
-        writer.add_scalar("loss/kl", record.kl, step)
-        writer.add_scalar("sparsity/hoyer_across_gestures", record.hoyer_across_gestures, step)
-        writer.add_scalar("sparsity/hoyer_across_time", record.hoyer_across_time, step)
-        writer.add_scalar("sparsity/active_scores", record.active_scores, step)
-        writer.add_scalar("sparsity/gestures_in_use", record.gestures_in_use, step)
-        writer.add_scalar("lr", record.lr, step)
-        writer.add_scalar("hparam/test_reconstruction", record.test_reconstruction, step)
-        writer.add_scalar("hparam/gestures_in_use", record.gestures_in_use, step)
+        for tag, field in EPOCH_SCALARS:
+            writer.add_scalar(tag, getattr(record, field), step)
         if step % self.config.figure_every == 0 or step == self.config.epochs:
             from .kinematics_figures import gesture_traces_figure, reconstruction_figure
 
