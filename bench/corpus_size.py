@@ -2,7 +2,8 @@
 
 Generates articulatory corpora of about 60k and 3M frames in memory, trains each with the
 params.yaml defaults (epochs x train.steps_per_epoch steps) and prints the held-out loss
-over the last epochs: a converged run changes by well under 1 % over its last five epochs.
+over the last epochs: a converged run changes by less than
+train_outputs.CONVERGED_CHANGE (1 %) over its last five epochs.
 
     python bench/corpus_size.py [--threads 2] [--epochs N] [--sizes 60k 3M]
 """
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gestural.articulatory import ArticulatoryConfig, generate  # noqa: E402
 from gestural.train_config import TrainConfig  # noqa: E402
+from gestural.train_outputs import CONVERGENCE_EPOCHS, held_out_loss_change  # noqa: E402
 from gestural.training import Trainer  # noqa: E402
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
@@ -59,11 +61,11 @@ def main() -> None:
         started = time.perf_counter()
         history = Trainer(config, train, test, progress=False).fit().history
         losses = [row.test_reconstruction for row in history]
-        change = (losses[-6] - losses[-1]) / losses[-1]
+        change = held_out_loss_change(history)
         results.append({"corpus": label, "frames": frames, "steps": len(history) * config.steps_per_epoch,
                         "seconds": round(time.perf_counter() - started, 1),
-                        "held_out_loss_last_epochs": [round(v, 6) for v in losses[-6:]],
-                        "relative_change_last_5_epochs": round(change, 4)})
+                        "held_out_loss_last_epochs": [round(v, 6) for v in losses[-1 - CONVERGENCE_EPOCHS:]],
+                        f"relative_change_last_{CONVERGENCE_EPOCHS}_epochs": change})
         print(json.dumps(results[-1]), flush=True)
 
 

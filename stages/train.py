@@ -16,7 +16,13 @@ from gestural.dataset import NormalizedCorpus
 from gestural.params import load_params
 from gestural.stage import run_stage
 from gestural.train_config import TrainConfig
-from gestural.train_outputs import default_run_name, write_training_outputs
+from gestural.train_outputs import (
+    CONVERGED_CHANGE,
+    CONVERGENCE_EPOCHS,
+    default_run_name,
+    held_out_loss_change,
+    write_training_outputs,
+)
 from gestural.training import Trainer
 
 DATA_DIR = Path("data/normalized")
@@ -47,6 +53,11 @@ def main() -> int:
     last = result.history[-1]
     print(f"train: {result.seconds:.1f} s, {result.frames_per_second / 1e6:.3f} M frames/s on {result.device}; "
           f"held-out {config.loss} {last.test_reconstruction:.5f}, gestures in use {last.gestures_in_use:.2f}")
+    change = held_out_loss_change(result.history)
+    if change is not None and change >= CONVERGED_CHANGE:
+        print(f"train: not converged: the held-out loss fell {100 * change:.1f} % over the last {CONVERGENCE_EPOCHS} "
+              f"epochs (converged: < {100 * CONVERGED_CHANGE:g} %); more steps would fit better, e.g. "
+              f"-S epochs={2 * config.epochs}", flush=True)
     return 0
 
 

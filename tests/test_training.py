@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from gestural.recovery import kernel_recovery
 from gestural.synthetic import SyntheticConfig, generate
 from gestural.train_config import TrainConfig
 from gestural.train_outputs import (
+    CONVERGED_CHANGE,
+    CONVERGENCE_EPOCHS,
     EpochRecord,
     TrainOutputError,
+    held_out_loss_change,
     read_learning_curve,
     write_learning_curve,
     write_training_outputs,
@@ -126,6 +130,27 @@ def test_outputs_are_written_and_the_model_loads_alone(planted_problem, tmp_path
     assert (tmp_path / "models" / "model.pt").read_bytes() == first
     rows = read_learning_curve(tmp_path / "curve.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+def test_a_run_whose_held_out_loss_still_falls_is_reported_unconverged(planted_problem, tmp_path):
+    def history(losses):
+        return [EpochRecord(epoch, 0.0, 0.0, loss, 0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1e-3, 1.0)
+                for epoch, loss in enumerate(losses, start=1)]
+
+    falling = history([0.02 * 0.98 ** epoch for epoch in range(8)])
+    assert held_out_loss_change(falling) == pytest.approx(0.98 ** -CONVERGENCE_EPOCHS - 1)
+    assert held_out_loss_change(falling) > CONVERGED_CHANGE
+    assert held_out_loss_change(history([0.02] * 6 + [0.0199, 0.01995])) < CONVERGED_CHANGE
+    assert held_out_loss_change(history([0.02] * CONVERGENCE_EPOCHS)) is None  # too short to tell
+    # The train stage's metrics carry it, so that dvc exp show / metrics diff compare it.
+    train, test, _ = planted_problem
+    config = small_config(epochs=1)
+    result = dataclasses.replace(Trainer(config, train, test, progress=False).fit(), history=falling)
+    write_training_outputs(result, config, {"low": [0.0] * 12, "high": [1.0] * 12}, tmp_path / "models",
+                           tmp_path / "train.json", tmp_path / "curve.csv", tmp_path / "timing.json")
+    metrics = json.loads((tmp_path / "train.json").read_text())
+    assert metrics[f"held_out_loss_change_last_{CONVERGENCE_EPOCHS}_epochs"] == pytest.approx(
+        held_out_loss_change(falling))
 
 
 def test_learning_curve_reads_back_what_was_written(tmp_path):

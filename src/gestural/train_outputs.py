@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # annotations only: the plot stage reads the learning curve w
 
 # The scalars TensorBoard's HParams tab compares runs by (logged every epoch).
 HPARAM_METRICS = ("hparam/test_reconstruction", "hparam/gestures_in_use")
+# A run has converged when its held-out loss fell by less than CONVERGED_CHANGE (relative)
+# over its last CONVERGENCE_EPOCHS epochs.
+CONVERGENCE_EPOCHS = 5
+CONVERGED_CHANGE = 0.01
 
 
 class TrainOutputError(ValueError):
@@ -146,6 +150,20 @@ def default_run_name(config: TrainConfig) -> str:
     return f"{config.model}-K{config.num_gestures}-w{config.win_size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def held_out_loss_change(history: Sequence[EpochRecord], epochs: int = CONVERGENCE_EPOCHS) -> float | None:
+    """How much the held-out loss still fell over the last ``epochs`` epochs, relative to its
+    last value: (before - last) / last; None for a run of ``epochs`` epochs or fewer.
+
+    A report, not a stopping rule: the schedule decays the learning rate to its floor by the
+    last epoch, so a run still falling by more than CONVERGED_CHANGE there would fit better
+    with more steps (a large corpus needs more than a small one).
+    """
+    if len(history) <= epochs:
+        return None
+    before, last = history[-1 - epochs].test_reconstruction, history[-1].test_reconstruction
+    return (before - last) / last if last > 0 else 0.0
+
+
 def write_training_outputs(result: TrainResult, config: TrainConfig, normalization: dict, model_dir: Path,
                            metrics_path: Path, curve_path: Path, timing_path: Path) -> None:
     """model.pt, gestures.npy (float32, K x 12 x (win_size + response_frames - 1 or win_size)), metrics, timing, curve.
@@ -160,10 +178,14 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     kernels = result.model.decoder.effective_kernels.detach().cpu().numpy().astype(np.float32)
     save_npy(model_dir / "gestures.npy", kernels)
     last = result.history[-1]
-    write_json(metrics_path, {  # the figures of merit; the whole curve is in curve_path
+    metrics = {  # the figures of merit; the whole curve is in curve_path
         "test_reconstruction": last.test_reconstruction,
         "gestures_in_use": last.gestures_in_use,
-    })
+    }
+    change = held_out_loss_change(result.history)
+    if change is not None:  # a run too short to tell has no such figure (no null in the metrics)
+        metrics[f"held_out_loss_change_last_{CONVERGENCE_EPOCHS}_epochs"] = change
+    write_json(metrics_path, metrics)
     write_json(timing_path, {
         "epochs": len(result.history),
         "steps": len(result.history) * config.steps_per_epoch,
