@@ -150,6 +150,26 @@ def test_vae_kl_is_zero_when_posterior_equals_prior():
     assert out.kl.sum().item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_vae_likelihood_lets_a_sensor_vary_more_the_further_it_moves_from_rest():
+    model = tiny_model(model="vae", movement_noise=0.1)
+    baseline = model.decoder.baseline.detach()[None, :, None]
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    residual = torch.full((1, 12, 4), 0.05)
+    at_rest = baseline.expand(1, 12, 4)
+    moved = at_rest + 0.8
+    with torch.no_grad():
+        nll_at_rest = model.negative_log_likelihood(at_rest + residual, at_rest, mask)
+        nll_moved = model.negative_log_likelihood(moved + residual, moved, mask)
+    # At rest only the noise floor (0.01) counts: the plain Gaussian NLL, summed over 12 channels.
+    plain = torch.distributions.Normal(0.0, 0.01).log_prob(torch.tensor(0.05)).neg() * 12
+    assert nll_at_rest.item() == pytest.approx(plain.item(), rel=1e-5)
+    # 0.8 from rest the standard deviation is sqrt(0.01^2 + (0.1 * 0.8)^2): the same residual costs far less.
+    scale = math.sqrt(0.01 ** 2 + 0.08 ** 2)
+    expected = torch.distributions.Normal(0.0, scale).log_prob(torch.tensor(0.05)).neg() * 12
+    assert nll_moved.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert nll_moved.item() < nll_at_rest.item() - 100
+
+
 def test_keep_peaks_leaves_one_spike_per_window():
     model = tiny_model(peak_window=2)
     scores = torch.tensor([[[0.0, 0.2, 0.5, 0.3, 0.0, 0.0, 0.0, 0.4, 0.1, 0.0]]])
@@ -161,6 +181,7 @@ def test_keep_peaks_leaves_one_spike_per_window():
     ("num_gestures", 0, "num_gestures: must be >= 1"),
     ("win_size", 0, "win_size: must be >= 1"),
     ("model", "gan", "model: must be 'ae' or 'vae'"),
+    ("movement_noise", 0.0, "train.movement_noise: must be > 0"),
 ])
 def test_model_config_refuses_impossible_shapes(key, value, message):
     with pytest.raises(ValueError, match=message):

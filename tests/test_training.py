@@ -59,7 +59,9 @@ def small_config(**overrides) -> TrainConfig:
 @pytest.mark.parametrize("model", ["ae", "vae"])
 def test_recovers_the_planted_kernels(planted_problem, model):
     train, test, planted = planted_problem
-    config = small_config(model=model)
+    # This corpus has no amplitude jitter: the VAE's movement share starts low (from 0.05 it
+    # grew to 0.12, absorbing misfit of the large movements, and the cosine fell to 0.87).
+    config = small_config(model=model, movement_noise=0.01)
     result = Trainer(config, train, test, progress=False).fit()
     learned = result.model.decoder.gesture_kernels.detach().numpy()
     recovery = kernel_recovery(planted, learned)

@@ -72,6 +72,7 @@ class TrainConfig:
     free_bits: float
     prior_mean: float
     prior_std: float
+    movement_noise: float
     figure_every: int
     eval_batch_size: int
     threads: int
@@ -144,6 +145,7 @@ class TrainConfig:
             train.finite_number(name, 0.0, 1.0)
         train.finite_number("prior_mean", -math.inf)
         train.finite_number("prior_std", 0.0, open_low=True)
+        train.finite_number("movement_noise", 0.0, open_low=True)
         if not isinstance(self.init, str) or not (self.init in ("random", "kmeans") or self.init.endswith(".pt")):
             raise train.error("init", "must be random, kmeans or the path of a trained model.pt")
         train.bounded_integer("hidden", 1, 8192)
@@ -161,7 +163,8 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         return ModelConfig(num_gestures=self.num_gestures, win_size=self.win_size, hidden=self.hidden,
                            model=self.model, peak_window=self.peak_window, prior_mean=self.prior_mean,
-                           prior_std=self.prior_std, kernels=self.kernels, response_frames=self.response_frames)
+                           prior_std=self.prior_std, movement_noise=self.movement_noise,
+                           kernels=self.kernels, response_frames=self.response_frames)
 
     def settings_fingerprint(self) -> dict:
         """The settings that change the result (run-only knobs left out)."""
