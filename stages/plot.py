@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gestural.dataset import STATS_FILE
 from gestural.export import export_kernel_table
 from gestural.params import load_params
 from gestural.plot_stage import FigureInputs, PlotParams, make_figures
@@ -34,7 +35,7 @@ def main() -> int:
     params = PlotParams.from_params(load_params())
     paths = make_figures(OUT_DIR, INPUTS, params)
     print(f"plot: {len(paths)} figures -> {OUT_DIR}/ ({', '.join(p.name for p in paths)})")
-    rows = export_kernel_table(KERNEL_TABLE, INPUTS.gestures, INPUTS.normalized / "stats.json")
+    rows = export_kernel_table(KERNEL_TABLE, INPUTS.gestures, INPUTS.normalized / STATS_FILE)
     print(f"plot: gesture kernels ({rows} rows) -> {KERNEL_TABLE}")
     return 0
 

@@ -163,6 +163,27 @@ def test_kernel_export_names_the_missing_input(tmp_path):
     np.save(tmp_path / "gestures.npy", np.zeros((2, 12, 3), np.float32))
     with pytest.raises(export.ExportError, match=r"stats\.json: no such file"):
         export.export_kernel_table(tmp_path / "k.csv", tmp_path / "gestures.npy", tmp_path / "stats.json")
+    (tmp_path / "stats.json").write_text("{not json")
+    with pytest.raises(export.ExportError, match=r"stats\.json: not readable JSON"):
+        export.export_kernel_table(tmp_path / "k.csv", tmp_path / "gestures.npy", tmp_path / "stats.json")
+    assert not (tmp_path / "k.csv").exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"\x93NUMPY garbage", "not a readable .npy array"),
+    (np.zeros((12, 3), np.float32), r"expected a \(K, C, L\) float array, got \(12, 3\)"),
+    (np.full((2, 12, 3), np.nan, np.float32), "holds NaN or infinite values"),
+])
+def test_a_corrupt_gestures_file_is_refused_in_one_line_naming_it(tmp_path, content, problem):
+    path = tmp_path / "gestures.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    (tmp_path / "stats.json").write_text('{"low": [0], "high": [1]}')
+    with pytest.raises(export.ExportError, match=rf"^{tmp_path / 'gestures.npy'}: {problem}") as caught:
+        export.export_kernel_table(tmp_path / "k.csv", path, tmp_path / "stats.json")
+    assert "\n" not in str(caught.value)
     assert not (tmp_path / "k.csv").exists()
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gestural.io import atomic_path
+from gestural.io import atomic_path, write_json
 
 INDEX_COLUMNS: tuple[str, ...] = ("utterance_id", "speaker", "start", "frames", "ema", "wav", "lab")
 SPLITS: tuple[str, ...] = ("train", "test")
+STATS_FILE = "stats.json"  # data/normalized's side file, written and read here only
 _INT_COLUMNS = ("start", "frames")
 
 
@@ -135,11 +136,7 @@ class NormalizedCorpus:
         if bad:
             raise CorpusFileError(f"{directory / 'index.csv'}: split must be train or test (utterances {bad[:5]})")
         check_layout(directory, frames, rows)
-        try:
-            stats = json.loads((directory / "stats.json").read_text())
-        except FileNotFoundError:
-            raise CorpusFileError(f"{directory / 'stats.json'}: no such file") from None
-        return cls(frames, rows, stats)
+        return cls(frames, rows, read_stats(directory / STATS_FILE))
 
     def rows(self, split: str | None = None) -> list[dict]:
         """Index rows of one split (``"train"``, ``"test"``), or all for None."""
@@ -165,3 +162,25 @@ class NormalizedCorpus:
     def channels(self) -> list[str]:
         """Channel names, in column order."""
         return list(self.stats["channels"])
+
+
+def write_stats(path: str | os.PathLike, stats: dict) -> None:
+    """Write the normalize stage's ``stats.json``, atomically."""
+    write_json(path, stats)
+
+
+def read_stats(path: str | os.PathLike) -> dict:
+    """The normalize stage's ``stats.json`` (channel names, per-channel low/high, split counts, ...).
+
+    Raises CorpusFileError, one line naming the file: missing, not JSON, or not a JSON object.
+    """
+    path = Path(path)
+    try:
+        stats = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CorpusFileError(f"{path}: no such file (run `dvc repro normalize`)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CorpusFileError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(stats, dict):
+        raise CorpusFileError(f"{path}: expected a JSON object, got {type(stats).__name__}")
+    return stats

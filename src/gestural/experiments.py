@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .gestures_file import GESTURES_FILE, GesturesFileError, read_gestures
+
 __all__ = [
     "CompareError",
     "Experiment",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 METRICS_FILE = "metrics/eval.json"
-KERNELS_FILE = "models/gestures.npy"
+KERNELS_FILE = f"models/{GESTURES_FILE}"
 
 FINISHED_STATES = ("success",)
 
@@ -225,16 +227,16 @@ def load_kernels(revs: Sequence[str], repo: str | os.PathLike = ".",
     for rev in revs:
         try:
             with dvc.api.open(path, repo=str(repo), rev=rev, mode="rb") as handle:
-                array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+                data = handle.read()
         except Exception as error:  # dvc raises many types (missing cache, no remote, bad rev)
             first_line = (str(error).splitlines() or [""])[0]
             errors[rev] = (f"{path}@{rev[:7]}: cannot read it ({type(error).__name__}: {first_line}); "
                            f"an experiment from another machine needs `dvc exp pull` without --no-cache")
             continue
-        if array.ndim != 3:
-            errors[rev] = f"{path}@{rev[:7]}: expected a (K, C, L) array, got shape {array.shape}"
-            continue
-        kernels[rev] = array
+        try:
+            kernels[rev] = read_gestures(io.BytesIO(data), name=f"{path}@{rev[:7]}")
+        except GesturesFileError as error:
+            errors[rev] = str(error)
     return kernels, errors
 
 
@@ -249,12 +251,7 @@ def kernels_from_dir(directory: str | os.PathLike, experiments: Sequence[Experim
             errors[exp.rev] = f"{candidates[0]}: no such file"
             continue
         try:
-            array = np.load(found, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            errors[exp.rev] = f"{found}: not a .npy array ({error})"
-            continue
-        if array.ndim != 3:
-            errors[exp.rev] = f"{found}: expected a (K, C, L) array, got shape {array.shape}"
-            continue
-        kernels[exp.rev] = array
+            kernels[exp.rev] = read_gestures(found)
+        except GesturesFileError as error:
+            errors[exp.rev] = str(error)
     return kernels, errors

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from .activation import gesture_activity
+from .dataset import CorpusFileError, read_stats
 from .ema import CHANNELS, FRAME_RATE, EmaFormatError, read_lab
+from .gestures_file import GesturesFileError, read_gestures
 from .io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -338,21 +340,15 @@ def export_kernel_table(path: str | os.PathLike, gestures_path: str | os.PathLik
 
     Returns the number of rows written. Raises ExportError naming a missing or bad input.
     """
-    import json
-
     gestures_path, stats_path = Path(gestures_path), Path(stats_path)
     try:
-        kernels = np.load(gestures_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ExportError(f"{gestures_path}: no such file (run `dvc repro train`)") from None
-    except ValueError as error:
-        raise ExportError(f"{gestures_path}: not a readable .npy file ({error})") from None
+        kernels = read_gestures(gestures_path)
+    except GesturesFileError as error:
+        raise ExportError(f"{error} (run `dvc repro train`)") from None
     try:
-        stats = json.loads(stats_path.read_text())
-    except FileNotFoundError:
-        raise ExportError(f"{stats_path}: no such file (run `dvc repro normalize`)") from None
-    except ValueError as error:
-        raise ExportError(f"{stats_path}: not valid JSON ({error})") from None
+        stats = read_stats(stats_path)
+    except CorpusFileError as error:
+        raise ExportError(str(error)) from None
     try:
         rows = kernel_rows(kernels, stats)
     except (ValueError, KeyError, TypeError) as error:

@@ -36,8 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from gestural import ema
-from gestural.dataset import INDEX_COLUMNS, SPLITS, CorpusFileError, check_layout, read_index, write_index
-from gestural.io import atomic_dir, save_npy, write_json
+from gestural.dataset import (
+    INDEX_COLUMNS,
+    SPLITS,
+    STATS_FILE,
+    CorpusFileError,
+    check_layout,
+    read_index,
+    write_index,
+    write_stats,
+)
+from gestural.io import atomic_dir, save_npy
 from gestural.params import DataParams
 
 logger = logging.getLogger(__name__)
@@ -314,5 +323,5 @@ def normalize_corpus(npy_dir: str | os.PathLike, out_dir: str | os.PathLike, dat
     with atomic_dir(out_dir) as tmp:
         save_npy(tmp / "frames.npy", normalized)
         write_index(tmp / "index.csv", rows, INDEX_COLUMNS + ("split",))
-        write_json(tmp / "stats.json", stats)
+        write_stats(tmp / STATS_FILE, stats)
     return stats

@@ -11,7 +11,6 @@ for the learning curve, :mod:`gestural.evaluation_files` for the evaluate stage'
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .associations import ASSOCIATION_FILE, load_associations
-from .dataset import CorpusFileError, read_index
+from .dataset import STATS_FILE, CorpusFileError, read_index, read_stats
 from .ema import EmaFormatError, read_ema_stats
 from .evaluation_files import (
     CLASSICAL_FILE,
@@ -35,6 +34,7 @@ from .evaluation_files import (
     read_planted,
 )
 from .export import ExportError, row_phones
+from .gestures_file import GesturesFileError, read_gestures
 from .io import atomic_dir
 from .kinematics_figures import (
     gesture_paths_figure,
@@ -225,15 +225,21 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs, params: PlotP
         raise FigureInputError(f"{error}; run `dvc repro train`") from None
     kernels = model.decoder.effective_kernels.detach().cpu().numpy()
     if inputs.gestures is not None and Path(inputs.gestures).is_file():
-        saved = np.load(inputs.gestures, allow_pickle=False)
+        try:
+            saved = read_gestures(inputs.gestures)
+        except GesturesFileError as error:
+            raise FigureInputError(f"{error}; run `dvc repro train`") from None
         if saved.shape != kernels.shape:
             raise FigureInputError(f"{inputs.gestures}: shape {saved.shape} does not match {inputs.model}'s "
                                    f"kernels {kernels.shape}; run `dvc repro train`")
         kernels = saved
     baseline = model.decoder.baseline.detach().cpu().numpy()
     normalization = payload.get("normalization") or {}
-    if not normalization and (Path(inputs.normalized) / "stats.json").is_file():
-        normalization = json.loads((Path(inputs.normalized) / "stats.json").read_text())
+    if not normalization and (Path(inputs.normalized) / STATS_FILE).is_file():
+        try:
+            normalization = read_stats(Path(inputs.normalized) / STATS_FILE)
+        except CorpusFileError as error:
+            raise FigureInputError(str(error)) from None
     loss = (payload.get("train_config") or {}).get("loss")
 
     evaluation = Path(inputs.evaluation)

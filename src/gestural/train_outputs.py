@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from .io import save_npy, write_json, write_text
+from .gestures_file import GESTURES_FILE, write_gestures
+from .io import write_json, write_text
 from .model import GesturalAutoEncoder
 from .model_io import save_model
 
@@ -175,8 +175,8 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     model_dir = Path(model_dir)
     save_model(model_dir / "model.pt", result.model, dataclasses.asdict(config), normalization)
     # What each gesture does in the data: its kernel, convolved with its response if it has one.
-    kernels = result.model.decoder.effective_kernels.detach().cpu().numpy().astype(np.float32)
-    save_npy(model_dir / "gestures.npy", kernels)
+    kernels = result.model.decoder.effective_kernels.detach().cpu().numpy()
+    write_gestures(model_dir / GESTURES_FILE, kernels)
     last = result.history[-1]
     metrics = {  # the figures of merit; the whole curve is in curve_path
         "test_reconstruction": last.test_reconstruction,
