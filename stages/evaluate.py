@@ -35,7 +35,8 @@ def main() -> int:
     result = run_evaluation(params, model_path=MODEL, data_dir=DATA_DIR, truth_path=TRUTH,
                             train_metrics_path=TRAIN_TIMING)
     associations, labelled = held_out_associations(result.test_ids, result.neural_scores, result.win_size,
-                                                   normalized=DATA_DIR, extracted=EXTRACTED)
+                                                   in_use=result.neural_in_use, normalized=DATA_DIR,
+                                                   extracted=EXTRACTED)
     write_outputs(result, metrics_path=METRICS, plot_path=PLOT, out_dir=OUT_DIR, timing_path=TIMING)
     save_associations(OUT_DIR / ASSOCIATION_FILE, associations)
     annotated = annotate_examples(OUT_DIR / "examples", result.examples["ids"], result.test_ids, result.neural_scores,

@@ -80,6 +80,15 @@ def test_phone_frames_count_the_frames_each_phone_covers():
     assert dict(zip(table.phones, table.phone_frames.tolist())) == {"p": 10, "sil": 20}
 
 
+def test_the_table_has_a_row_for_each_gesture_the_evaluation_counts_in_use():
+    scores, phones = planted_corpus(utterances=4)
+    in_use = [True] * 8 + [False, False]  # the distractor 8 fell below the evaluation's threshold
+    table = gesture_phone_associations(scores, phones, WIN, in_use=in_use)
+    assert table.gestures.tolist() == list(range(8)) and table.auc.shape == (8, len(table.phones))
+    with pytest.raises(ValueError, match="in_use: 9 flags for 10 gestures"):
+        gesture_phone_associations(scores, phones, WIN, in_use=in_use[:9])
+
+
 def test_the_table_round_trips_through_its_csv(tmp_path):
     scores, phones = planted_corpus(utterances=4)
     table = gesture_phone_associations(scores, phones, WIN)

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, make_pipeline_repo, run_command, tiny_synthetic_config
 
+from gestural.associations import ASSOCIATION_FILE, load_associations
+
 PARAMS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
 # The effective kernels: win_size frames convolved with a response of response_frames.
 KERNEL_FRAMES = PARAMS["win_size"] + max(PARAMS["train"]["response_frames"] - 1, 0)
@@ -58,6 +60,10 @@ def test_repro_runs_all_stages_and_a_second_repro_runs_nothing(pipeline_repo):
     assert {"neural", "classical", "raw_channels"} <= set(evaluation)
     assert 0.0 <= evaluation["neural"]["kernel_cosine"] <= 1.0
     assert 0.5 <= evaluation["raw_channels"]["activation_auc"] <= 1.0
+    # The gesture-phone table speaks of the gestures the evaluation counts in use.
+    associations = load_associations(repo / "evaluation" / ASSOCIATION_FILE)
+    details = json.loads((repo / "evaluation/details.json").read_text())
+    assert len(associations.gestures) == details["neural"]["num_gestures_in_use"]
     # At most ~25 metric columns in `dvc exp show`: timings and per-channel values are elsewhere.
     columns = sum(len(flatten(json.loads((repo / name).read_text())))
                   for name in ("metrics/data.json", "metrics/train.json", "metrics/eval.json"))

@@ -39,7 +39,6 @@ __all__ = ["ASSOCIATION_FILE", "AssociationTable", "phone_indicators", "gesture_
 
 ASSOCIATION_FILE = "gesture_phone_association.csv"
 COLUMNS = ("gesture", "phone", "auc", "phone_frames")
-IN_USE_FRACTION = 1e-3  # a gesture whose score mass is below this share of the largest is not in use
 
 # Place of articulation of the CMU/Festival (ARPAbet) phones, front of the mouth to back, then
 # vowels (front, central, back, diphthongs) and silence: gestures of one articulator then sit
@@ -105,7 +104,8 @@ def phone_indicators(phones: Sequence[tuple[float, str]], frames: int, labels: S
 
 
 def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Sequence[tuple[float, str]]],
-                               win_size: int, *, frame_rate: float = FRAME_RATE) -> AssociationTable:
+                               win_size: int, *, in_use: Sequence[bool] | None = None,
+                               frame_rate: float = FRAME_RATE) -> AssociationTable:
     """ROC-AUC of every gesture in use against every phone, frames pooled over utterances.
 
     Parameters
@@ -116,6 +116,10 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
         Their phone segmentations (same order).
     win_size : int
         Kernel length (frames).
+    in_use : sequence of K bools, optional
+        The gestures in use, as the evaluation counts them (``metrics.score_sparsity``), so
+        that the table and ``num_gestures_in_use`` speak of the same gestures. None: every
+        gesture with any score mass.
     frame_rate : float
 
     Returns
@@ -126,9 +130,11 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
         raise ValueError(f"need one phone segmentation per score matrix (got {len(phones)} and {len(scores)})")
     if not scores:
         return AssociationTable(np.zeros(0, np.int64), [], np.zeros((0, 0)), np.zeros(0, np.int64))
-    mass = np.sum([np.asarray(s, dtype=np.float64).sum(axis=1) for s in scores], axis=0)
-    largest = mass.max() if mass.size else 0.0
-    gestures = np.flatnonzero((mass > 0) & (mass >= IN_USE_FRACTION * largest))
+    if in_use is None:
+        in_use = np.sum([np.asarray(s, dtype=np.float64).sum(axis=1) for s in scores], axis=0) > 0
+    if len(in_use) != np.shape(scores[0])[0]:
+        raise ValueError(f"in_use: {len(in_use)} flags for {np.shape(scores[0])[0]} gestures")
+    gestures = np.flatnonzero(np.asarray(in_use, dtype=bool))
     labels = sorted({label for segmentation in phones for _, _, label in phone_segments(segmentation)})
     activations = [phone_indicators(p, np.shape(s)[1], labels, frame_rate=frame_rate) for s, p in zip(scores, phones)]
     phone_frames = np.sum([a.sum(axis=1) for a in activations], axis=0).astype(np.int64) if labels \
@@ -141,11 +147,13 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
 
 
 def held_out_associations(test_ids: Sequence[str], scores: Sequence[np.ndarray], win_size: int, *,
+                          in_use: Sequence[bool] | None = None,
                           normalized: str | os.PathLike = "data/normalized",
                           extracted: str | os.PathLike = "data/extracted") -> tuple[AssociationTable, int]:
     """The evaluate stage's table: held-out scores with the lab files of ``index.csv``.
 
-    Utterances without a readable lab file are left out (logged).
+    Utterances without a readable lab file are left out (logged). ``in_use``: the
+    evaluation's gestures in use (see :func:`gesture_phone_associations`).
 
     Returns
     -------
@@ -170,7 +178,7 @@ def held_out_associations(test_ids: Sequence[str], scores: Sequence[np.ndarray],
     if len(kept_scores) < len(test_ids):
         logger.info("gesture-phone associations: %d of %d held-out utterances have phone labels",
                     len(kept_scores), len(test_ids))
-    return gesture_phone_associations(kept_scores, kept_phones, win_size), len(kept_scores)
+    return gesture_phone_associations(kept_scores, kept_phones, win_size, in_use=in_use), len(kept_scores)
 
 
 def save_associations(path: str | os.PathLike, table: AssociationTable) -> None:

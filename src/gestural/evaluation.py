@@ -329,6 +329,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     neural_metrics, neural_matching, neural = evaluate_model(model, store, truth, batch_size=params.batch_size,
                                                              **scoring)
     neural_metrics["fit_seconds"] = _train_seconds(train_metrics_path)
+    neural_in_use = score_sparsity(np.concatenate(neural.scores, axis=1), kernels=neural.gesture_kernels)["in_use"]
     say(f"neural: variance explained {neural_metrics['variance_explained']:.4f} "
         f"({neural_metrics['inference_seconds']:.2f} s)")
 
@@ -384,4 +385,5 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
                             classical_baseline=np.asarray(classical.baseline, dtype=np.float32),
                             examples=examples, matching=matching,
                             planted_kernels=None if truth is None else truth.kernels.astype(np.float32),
-                            test_ids=list(test_ids), neural_scores=neural.scores, win_size=config.win_size)
+                            test_ids=list(test_ids), neural_scores=neural.scores, neural_in_use=neural_in_use,
+                            win_size=config.win_size)

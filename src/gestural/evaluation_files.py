@@ -86,6 +86,7 @@ class EvaluationResult:
     planted_kernels: np.ndarray | None
     test_ids: list[str] = field(default_factory=list)  # held-out utterances, in the scores' order
     neural_scores: list[np.ndarray] = field(default_factory=list)  # (K, T_i) per held-out utterance
+    neural_in_use: list[bool] = field(default_factory=list)  # K flags: the gestures num_gestures_in_use counts
     win_size: int = 0  # the network's kernel length
 
 
