@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from gestural import ema, est_track
+from gestural.baseline import BaselineParams
+from gestural.evaluation import EvaluateParams
 from gestural.params import load_params
 from gestural.synthetic import SyntheticConfig, write_corpus
 from gestural.train_config import TrainConfig
@@ -23,6 +25,16 @@ def train_config(**overrides) -> TrainConfig:
     """params.yaml's training settings (the only defaults there are), with ``overrides``
     (not validated: tests of validation call ``.validate()`` themselves)."""
     return dataclasses.replace(TrainConfig.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
+
+
+def evaluate_params(**overrides) -> EvaluateParams:
+    """params.yaml's evaluate settings, with ``overrides``."""
+    return dataclasses.replace(EvaluateParams.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
+
+
+def baseline_params(**overrides) -> BaselineParams:
+    """params.yaml's ``evaluate.baseline`` settings, with ``overrides``."""
+    return dataclasses.replace(evaluate_params().baseline, **overrides)
 
 
 def tiny_synthetic_config(**overrides) -> SyntheticConfig:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import baseline_params
 
-from gestural.baseline import BaselineParams, classical_factorization, fit_classical
+from gestural.baseline import classical_factorization, fit_classical
 from gestural.cnmf import ConvNMF
 from gestural.metrics import convolve_scores, reconstruction_metrics
 from gestural.recovery import kernel_recovery
@@ -136,7 +137,7 @@ def test_pipeline_xortho_does_not_empty_the_scores_at_many_gestures():
     # Regression: seqNMF's unscaled x-ortho on data sitting on an offset drove every score
     # to zero within ~10 iterations at K >= 40, leaving the baseline to explain the mean.
     _, utterances, draw = continuous_problem([600, 800], seed=1)
-    defaults = BaselineParams()
+    defaults = baseline_params()
     model = ConvNMF(40, L, max_iter=defaults.max_iter, tol=defaults.tol, lambda_xortho=defaults.lambda_xortho,
                     seed=0).fit(utterances)
     assert model.n_iter_ >= 30
@@ -183,8 +184,8 @@ def test_three_hundred_gestures_on_little_data_converge():
 
 def test_classical_result_reports_iterations_convergence_and_cost_curve():
     _, train, draw = continuous_problem([500, 700], seed=5)
-    params = BaselineParams(max_iter=400, transform_iter=200, tol=1e-4, transform_tol=1e-4, lambda_xortho=0.1,
-                            max_train_frames=None)
+    params = baseline_params(max_iter=400, transform_iter=200, tol=1e-4, transform_tol=1e-4, lambda_xortho=0.1,
+                             max_train_frames=None)
     cnmf, _, _ = fit_classical(train, 4, L, params, seed=0)
     assert (cnmf.transform_max_iter, cnmf.transform_tol) == (200, 1e-4)
     extra = classical_factorization(cnmf, [draw(400)]).extra

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import train_config
+from conftest import baseline_params, evaluate_params, train_config
 
 from gestural import ema
-from gestural.baseline import BaselineParams, fit_classical
+from gestural.baseline import fit_classical
 from gestural.batches import UtteranceStore
 from gestural.dataset import INDEX_COLUMNS, write_index
 from gestural.evaluation import (
@@ -255,7 +255,7 @@ def test_example_indices_pick_median_lengths_deterministically():
 def test_classical_baseline_recovers_planted_gestures():
     kernels, _, _, train = planted_problem([1000] * 4, seed=2)
     _, _, _, test = planted_problem([600], seed=3)
-    params = BaselineParams(max_iter=150, transform_iter=50, tol=0.0, lambda_xortho=0.0, max_train_frames=None)
+    params = baseline_params(max_iter=150, transform_iter=50, tol=0.0, lambda_xortho=0.0, max_train_frames=None)
     cnmf, seconds, frames = fit_classical(train, P, L, params, seed=0)
     assert frames == 4000 and seconds > 0
     assert kernel_recovery(kernels, cnmf.gesture_kernels_)["matched_cosine_mean"] > 0.8
@@ -263,7 +263,7 @@ def test_classical_baseline_recovers_planted_gestures():
 
 def test_classical_training_subset_respects_the_frame_cap():
     _, _, _, train = planted_problem([200] * 6, seed=4)
-    params = BaselineParams(max_iter=1, transform_iter=1, max_train_frames=450)
+    params = baseline_params(max_iter=1, transform_iter=1, max_train_frames=450)
     _, _, frames = fit_classical(train, P, L, params, seed=0)
     assert frames == 400
 
@@ -412,7 +412,7 @@ def test_stage_refuses_a_missing_model(tmp_path, monkeypatch, capsys):
 def test_missing_data_names_the_stage(tmp_path):
     make_project(tmp_path)
     with pytest.raises(EvaluationError, match=r"frames\.npy not found: run `dvc repro normalize` first"):
-        run_evaluation(EvaluateParams(device="cpu"), model_path=tmp_path / "models" / "model.pt",
+        run_evaluation(evaluate_params(device="cpu"), model_path=tmp_path / "models" / "model.pt",
                        data_dir=tmp_path / "nowhere", truth_path=None, train_metrics_path=None, progress=False)
 
 

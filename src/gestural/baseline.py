@@ -50,14 +50,14 @@ class BaselineParams:
         frames (None: all), to bound the fit's time on a large corpus.
     """
 
-    max_iter: int = 500
-    transform_iter: int = 300
-    tol: float = 1e-4
-    transform_tol: float = 1e-4
-    lambda_l1_scores: float = 0.0
-    lambda_l1_kernels: float = 0.0
-    lambda_xortho: float = 0.1
-    max_train_frames: int | None = 15000
+    max_iter: int
+    transform_iter: int
+    tol: float
+    transform_tol: float
+    lambda_l1_scores: float
+    lambda_l1_kernels: float
+    lambda_xortho: float
+    max_train_frames: int | None
 
     @classmethod
     def from_section(cls, values: dict) -> BaselineParams:
@@ -101,7 +101,7 @@ def _non_negative(utterances: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win_size: int,
-                  params: BaselineParams | None = None, *, seed: int = 0, device="cpu",
+                  params: BaselineParams, *, seed: int = 0, device="cpu",
                   verbose: bool = False) -> tuple[ConvNMF, float, int]:
     """Fit the classical ConvNMF on (a subset of) the training utterances.
 
@@ -110,7 +110,8 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
     train_utterances : sequence of ndarray (C, T_i)
     num_gestures, win_size : int
         The same as the network's.
-    params : BaselineParams, optional
+    params : BaselineParams
+        params.yaml's ``evaluate.baseline``.
     seed : int
     device : str or torch.device
     verbose : bool
@@ -122,7 +123,6 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
     ``converged_`` and ``cost_history_`` say how the fit went, and its transform settings
     are ``params.transform_iter`` / ``transform_tol``.
     """
-    params = params or BaselineParams()
     subset = _non_negative(_training_subset(train_utterances, params.max_train_frames, seed))
     cnmf = ConvNMF(num_gestures, win_size, max_iter=params.max_iter, tol=params.tol,
                    transform_max_iter=params.transform_iter, transform_tol=params.transform_tol,

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +90,13 @@ class EvaluateParams:
     baseline : BaselineParams
     """
 
-    device: str = "auto"
-    seed: int = 0
-    batch_size: int = 64
-    onset_tolerance: int = 2
-    onset_relative_height: float = 0.1
-    examples: int = 3
-    baseline: BaselineParams = field(default_factory=BaselineParams)
+    device: str
+    seed: int
+    batch_size: int
+    onset_tolerance: int
+    onset_relative_height: float
+    examples: int
+    baseline: BaselineParams
 
     @classmethod
     def from_params(cls, params: dict) -> EvaluateParams:
