@@ -114,6 +114,28 @@ def test_hoyer_penalty_does_not_call_silent_gestures_sparse():
     assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
 
 
+def test_background_count_zeroes_weak_activity_far_from_strong_activity_and_leaves_the_edges():
+    mask = torch.tensor([[True] * 40 + [False] * 5])
+    scores = torch.zeros(1, 2, 45)
+    scores[0, 0, 10:15] = 1.0       # an activation (peak 1: strong above 0.1)
+    scores[0, 0, 16] = 0.05         # its falling edge, within reach 3: left alone
+    scores[0, 0, 30] = 0.05         # background: counts 0.05 / 0.1
+    scores[0, 0, 35] = 0.5          # strong, so not background, and it costs nothing
+    scores[0, 0, 42] = 0.05         # padding: never counted
+    scores[0, 1, 0] = 0.02          # gesture 1's own peak: strong for itself
+    scores.requires_grad_(True)
+    count = losses.background_score_count(scores, mask, threshold=0.1, reach=3)
+    assert count.item() == pytest.approx(0.5 / 40)
+    count.backward()
+    grad = scores.grad[0]
+    assert grad[0, 30].item() == pytest.approx(1 / (0.1 * 40))  # pushed towards zero
+    assert grad[0, 16] == 0 and grad[0, 12] == 0 and grad[0, 35] == 0 and grad[0, 42] == 0 and grad[1, 0] == 0
+    assert grad[0, 25].item() > 0  # a zero background frame stays at zero (the ReLU keeps it there)
+    silent = torch.zeros(1, 2, 45, requires_grad=True)
+    losses.background_score_count(silent, mask, 0.1, 3).backward()
+    assert silent.grad.abs().max() < 1e8  # finite: the peak has a floor
+
+
 def test_vae_kl_is_non_negative_and_inference_uses_the_posterior_mean():
     model = tiny_model(model="vae")
     generator = torch.Generator().manual_seed(3)

@@ -47,6 +47,26 @@ def hoyer_shortfall(sparsity: torch.Tensor, target: float, active: torch.Tensor 
     return (shortfall * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def background_score_count(scores: torch.Tensor, mask: torch.Tensor, threshold: float, reach: int) -> torch.Tensor:
+    """Soft count of the weak background activity of each gesture, per real frame.
+
+    A frame of gesture k is *background* when no frame within ``reach`` frames of it (same
+    utterance) has a score above ``threshold * peak_k``, ``peak_k`` being the gesture's
+    largest score in the batch; peak and background are constants for the gradient. There
+    each score counts ``min(1, H[k, t] / (threshold * peak_k))``: weak activity between a
+    gesture's activations is pushed to exactly zero, while the activations themselves, with
+    their rising and falling edges, are left alone (penalties on every frame, Hoyer or L1,
+    also zeroed the edges, where planted gestures are still active).
+    """
+    real = mask.to(scores.dtype)
+    h = scores * real[:, None, :]
+    level = threshold * h.detach().amax((0, 2)).clamp_min(1e-6)[None, :, None]  # a peak < 1e-6 (data units): silent
+    strong = (h.detach() > level).to(h.dtype)
+    near = torch.nn.functional.max_pool1d(strong, 2 * reach + 1, stride=1, padding=reach) > 0
+    background = (~near & mask[:, None, :]).to(h.dtype)
+    return ((h / level).clamp_max(1.0) * background).sum() / real.sum().clamp_min(1.0)
+
+
 def _safe_norm(h: torch.Tensor, dim) -> torch.Tensor:
     """L2 norm along ``dim`` that is exactly 0 for a zero vector and has a finite gradient."""
     squares = h.square().sum(dim)

@@ -62,13 +62,16 @@ class TrainConfig:
     response_frames: int
     smoothness_weight: float
     group_weight: float
+    background_weight: float
+    background_threshold: float
+    background_reach: int
     hoyer_gestures_weight: float
     hoyer_gestures_target: float
     hoyer_time_weight: float
     hoyer_time_target: float
     beta: float
     kl_warmup_fraction: float
-    hoyer_warmup_fraction: float
+    sparse_warmup_fraction: float
     free_bits: float
     prior_mean: float
     prior_std: float
@@ -133,11 +136,13 @@ class TrainConfig:
         top.device("device")
         train.finite_number("lr", 0.0, open_low=True)
         for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
-                     "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
+                     "background_weight", "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
             train.finite_number(name, 0.0)
         train.finite_number("warmup_fraction", 0.0)
         train.finite_number("kl_warmup_fraction", 0.0, 1.0)
-        train.finite_number("hoyer_warmup_fraction", 0.0, 1.0)
+        train.finite_number("sparse_warmup_fraction", 0.0, 1.0)
+        train.finite_number("background_threshold", 0.0, 1.0, open_low=True)
+        train.bounded_integer("background_reach", 0)
         train.finite_number("free_bits", 0.0)
         if self.warmup_fraction >= 1:
             raise train.error("warmup_fraction", "must be < 1")

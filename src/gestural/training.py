@@ -263,7 +263,8 @@ class Trainer:
         return min(1.0, self.scheduler.last_epoch / warmup) if warmup > 0 else 1.0
 
     def _score_penalties(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """L1 (AE only: the VAE's sparsity is its prior), smoothness, group sparsity, Hoyer."""
+        """L1 (AE only: the VAE's sparsity is its prior), smoothness, group sparsity and, when
+        ``sparse``, the background count and the Hoyer shortfalls."""
         config = self.config
         penalty = scores.new_zeros(())
         if not self.model.variational:
@@ -279,13 +280,17 @@ class Trainer:
             # Ramped in like the KL: scale-free penalties have gradients of 1/||H||, which on
             # the small scores of an untrained model drown the reconstruction and switch
             # everything off; once the gestures explain the data they only sharpen them.
-            across_gestures, across_time, active = losses.score_hoyer(scores, mask)
-            ramp = self._ramp(config.hoyer_warmup_fraction)
-            penalty = penalty + ramp * config.hoyer_gestures_weight * losses.hoyer_shortfall(
-                across_gestures, config.hoyer_gestures_target)
-            # Per gesture in use: each one is sharpened, none is switched off to lift an average.
-            penalty = penalty + ramp * config.hoyer_time_weight * losses.hoyer_shortfall(
-                across_time, config.hoyer_time_target, active)
+            ramp = self._ramp(config.sparse_warmup_fraction)
+            if config.background_weight:
+                penalty = penalty + ramp * config.background_weight * losses.background_score_count(
+                    scores, mask, config.background_threshold, config.background_reach)
+            if config.hoyer_gestures_weight or config.hoyer_time_weight:
+                across_gestures, across_time, active = losses.score_hoyer(scores, mask)
+                penalty = penalty + ramp * config.hoyer_gestures_weight * losses.hoyer_shortfall(
+                    across_gestures, config.hoyer_gestures_target)
+                # Per gesture in use: each one is sharpened, none is switched off to lift an average.
+                penalty = penalty + ramp * config.hoyer_time_weight * losses.hoyer_shortfall(
+                    across_time, config.hoyer_time_target, active)
         return penalty
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
