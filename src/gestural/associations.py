@@ -30,6 +30,7 @@ from .activation import gesture_activity, roc_auc_matrix
 from .dataset import CorpusFileError, read_index
 from .ema import FRAME_RATE
 from .export import ExportError, phone_segments, read_csv_rows, row_phones, write_csv_rows
+from .metrics import score_sparsity
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
         Kernel length (frames).
     in_use : sequence of K bools, optional
         The gestures in use, as the evaluation counts them (``metrics.score_sparsity``), so
-        that the table and ``num_gestures_in_use`` speak of the same gestures. None: every
-        gesture with any score mass.
+        that the table and ``num_gestures_in_use`` speak of the same gestures. None: the same
+        rule on these scores alone (without the kernels' norms).
     frame_rate : float
 
     Returns
@@ -131,7 +132,7 @@ def gesture_phone_associations(scores: Sequence[np.ndarray], phones: Sequence[Se
     if not scores:
         return AssociationTable(np.zeros(0, np.int64), [], np.zeros((0, 0)), np.zeros(0, np.int64))
     if in_use is None:
-        in_use = np.sum([np.asarray(s, dtype=np.float64).sum(axis=1) for s in scores], axis=0) > 0
+        in_use = score_sparsity(np.concatenate([np.asarray(s, dtype=np.float64) for s in scores], axis=1))["in_use"]
     if len(in_use) != np.shape(scores[0])[0]:
         raise ValueError(f"in_use: {len(in_use)} flags for {np.shape(scores[0])[0]} gestures")
     gestures = np.flatnonzero(np.asarray(in_use, dtype=bool))
