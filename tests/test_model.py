@@ -219,3 +219,26 @@ def test_encoder_sees_win_size_frames_on_both_sides():
     touched = (x.grad[0].abs().sum(0) > 0).nonzero().flatten()
     assert touched.min().item() <= 20 - 4 and touched.max().item() >= 20 + 4
     assert math.isfinite(float(pre_activation.detach().sum()))
+
+
+def test_weights_saved_as_three_way_tensors_by_earlier_versions_still_load():
+    # Earlier model files hold the encoder's convolution weights (out, in, width) and the
+    # kernels as decoder.kernels_raw (K, C, L); they are now stored as matrices (for Muon).
+    model = tiny_model(response_frames=0)
+    earlier = {}
+    for key, value in model.state_dict().items():
+        if key == "decoder.kernel_matrix":
+            earlier["decoder.kernels_raw"] = value.view(model.decoder.kernel_shape).clone()
+        elif key.startswith("encoder.layers.") and key.endswith(".weight"):
+            layer = model.encoder.layers[int(key.split(".")[2])]
+            earlier[key] = value.view(layer.out_channels, layer.in_channels, *layer.kernel_size).clone()
+        else:
+            earlier[key] = value.clone()
+    assert earlier["encoder.layers.0.weight"].dim() == 3
+    loaded = tiny_model(response_frames=0)
+    with torch.no_grad():
+        for parameter in loaded.parameters():
+            parameter.zero_()
+    loaded.load_state_dict(earlier)
+    x, mask = torch.rand(2, 12, 30), torch.ones(2, 30)
+    torch.testing.assert_close(loaded(x, mask).reconstruction, model(x, mask).reconstruction, rtol=0, atol=0)

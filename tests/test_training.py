@@ -72,9 +72,10 @@ def test_recovers_the_planted_kernels(planted_problem, model):
     assert last.test_reconstruction < 0.2 * result.history[0].test_reconstruction or last.test_reconstruction < 1e-3
 
 
-def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_problem, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_problem, tmp_path, optimizer):
     train, test, _ = planted_problem
-    config = small_config(epochs=4)
+    config = small_config(epochs=4, optimizer=optimizer)
     reference = Trainer(config, train, test, progress=False).fit().model.state_dict()
     again = Trainer(config, train, test, progress=False).fit().model.state_dict()
     for key in reference:
@@ -104,7 +105,8 @@ def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_
         torch.testing.assert_close(result.model.state_dict()[key], reference[key], rtol=0, atol=0)
 
     # A changed setting does not resume from the old checkpoint.
-    changed = Trainer(small_config(epochs=4, lr=0.02), train, test, checkpoint_path=checkpoint, progress=False)
+    changed = Trainer(small_config(epochs=4, optimizer=optimizer, lr=0.02), train, test, checkpoint_path=checkpoint,
+                      progress=False)
     assert changed.start_epoch == 0
 
 
@@ -198,6 +200,8 @@ def test_fine_tuning_refuses_a_model_of_another_shape(planted_problem, tmp_path)
     (dict(l1_weight=-1.0), "params.yaml train.l1_weight: must be a finite number >= 0"),
     (dict(lr="abc"), "params.yaml train.lr: must be a finite number > 0"),
     (dict(lr=float("inf")), "params.yaml train.lr: must be a finite number > 0"),
+    (dict(optimizer="sgd"), "params.yaml train.optimizer: must be one of adamw, muon"),
+    (dict(muon_lr=0.0), "params.yaml train.muon_lr: must be a finite number > 0"),
     (dict(hidden=1.5), "params.yaml train.hidden: must be an integer >= 1"),
     (dict(threads=1.5), "params.yaml train.threads: must be an integer >= 0"),
     (dict(eval_batch_size=1.5), "params.yaml train.eval_batch_size: must be an integer >= 1"),

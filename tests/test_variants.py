@@ -89,3 +89,13 @@ def test_sparse_scores_are_sparser_than_the_default_ones_and_keep_their_gestures
     assert sparse["num_gestures_in_use"] >= default["num_gestures_in_use"] - 2
     assert sparse["variance_explained"] >= default["variance_explained"] - 0.05
 
+
+def test_muon_learns_from_a_large_batch_in_few_steps_where_adamw_does_not(corpus):
+    # Batch 128 for 36 steps: the crops of the default training (batch 16, 300 steps) in an
+    # eighth of the steps (train.optimizer). Measured: Muon 0.77 / 0.81, AdamW 0.36 / 0.69.
+    large = dict(batch_size=128, epochs=12, steps_per_epoch=3)
+    _, _, adamw = train_and_evaluate(corpus, optimizer="adamw", **large)
+    _, _, muon = train_and_evaluate(corpus, optimizer="muon", **large)
+    assert muon["variance_explained"] >= 0.7, muon["variance_explained"]
+    assert muon["activation_auc"] >= 0.75, muon["activation_auc"]
+    assert muon["variance_explained"] >= adamw["variance_explained"] + 0.2, (muon, adamw)

@@ -146,6 +146,28 @@ class _RevivableReLU(torch.autograd.Function):
         return torch.where(z > 0, grad, DEAD_GRADIENT * grad.clamp(max=0.0))
 
 
+class MatrixConv1d(nn.Conv1d):
+    """``nn.Conv1d`` with its weight stored as a matrix (out, in x width), so that
+    ``torch.optim.Muon``, which updates matrices only, can train it (``train.optimizer``).
+
+    Initialized as ``nn.Conv1d`` is; model files holding the (out, in, width) tensor still load.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight = nn.Parameter(self.weight.detach().flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight.view(self.out_channels, self.in_channels, *self.kernel_size),
+                                  self.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(prefix + "weight")
+        if weight is not None and weight.dim() == 3:
+            state_dict[prefix + "weight"] = weight.flatten(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class ScoreEncoder(nn.Module):
     """Non-causal conv encoder: X (+ mask channel) -> pre-activation score maps.
 
@@ -158,11 +180,11 @@ class ScoreEncoder(nn.Module):
         super().__init__()
         width = 2 * config.win_size + 1
         self.layers = nn.Sequential(
-            nn.Conv1d(config.num_channels + 1, config.hidden, width, padding=config.win_size),
+            MatrixConv1d(config.num_channels + 1, config.hidden, width, padding=config.win_size),
             nn.GELU(),
-            nn.Conv1d(config.hidden, config.hidden, 5, padding=2),
+            MatrixConv1d(config.hidden, config.hidden, 5, padding=2),
             nn.GELU(),
-            nn.Conv1d(config.hidden, config.num_gestures * outputs_per_gesture, 1),
+            MatrixConv1d(config.hidden, config.num_gestures * outputs_per_gesture, 1),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -186,12 +208,26 @@ class GestureDecoder(nn.Module):
         # Response rate per frame, started at 5 Hz (between consonant and vowel stiffness).
         self.log_rate = (nn.Parameter(torch.full((config.num_gestures,), math.log(2 * math.pi * 5.0 / 200.0)))
                          if config.response_frames else None)
-        self.kernels_raw = nn.Parameter(torch.empty(config.num_gestures, config.num_channels, config.win_size))
+        # Stored as a matrix (K, C x L), as Muon (train.optimizer) needs; ``kernels_raw`` views it.
+        self.kernel_shape = (config.num_gestures, config.num_channels, config.win_size)
+        self.kernel_matrix = nn.Parameter(torch.empty(config.num_gestures, config.num_channels * config.win_size))
         self.baseline_raw = nn.Parameter(torch.zeros(config.num_channels))
         if self.signed:
-            nn.init.normal_(self.kernels_raw)
+            nn.init.normal_(self.kernel_matrix)
         else:
-            nn.init.uniform_(self.kernels_raw, 0.0, 1.0)
+            nn.init.uniform_(self.kernel_matrix, 0.0, 1.0)
+
+    @property
+    def kernels_raw(self) -> torch.Tensor:
+        """The stored (unrectified, unnormalized) kernels, (K, C, L): a view of ``kernel_matrix``."""
+        return self.kernel_matrix.view(self.kernel_shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Model files written before the kernels were stored as a matrix hold kernels_raw (K, C, L).
+        old = state_dict.pop(prefix + "kernels_raw", None)
+        if old is not None:
+            state_dict[prefix + "kernel_matrix"] = old.flatten(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def gesture_kernels(self) -> torch.Tensor:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from .model import KERNEL_KINDS, ModelConfig
+from .optimizers import OPTIMIZERS
 from .params import ParamsError, Section
 
 # The top-level keys of params.yaml that the train stage reads (the rest is under ``train:``).
@@ -50,7 +51,9 @@ class TrainConfig:
     seed: int
     device: str
     steps_per_epoch: int
+    optimizer: str
     lr: float
+    muon_lr: float
     weight_decay: float
     warmup_fraction: float
     grad_clip: float
@@ -134,7 +137,9 @@ class TrainConfig:
         top.choice("model", ("ae", "vae"), separator=", ")
         top.choice("loss", ("mse", "l1"), separator=", ")
         top.device("device")
+        train.choice("optimizer", OPTIMIZERS, separator=", ")
         train.finite_number("lr", 0.0, open_low=True)
+        train.finite_number("muon_lr", 0.0, open_low=True)
         for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
                      "background_weight", "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
             train.finite_number(name, 0.0)

@@ -31,6 +31,7 @@ from .initialize import kmeans_kernels, resting_posture
 from .metrics import score_sparsity
 from .model import Factorization, GesturalAutoEncoder
 from .model_io import ModelFileError, load_weights_
+from .optimizers import build_optimizer
 from .params import ParamsError
 from .train_config import TrainConfig
 from .train_outputs import EpochRecord, TensorBoardRun, TrainResult
@@ -123,7 +124,7 @@ class Trainer:
         self.model = GesturalAutoEncoder(config.model_config()).to(self.device)
         self._initialize(self._train_utterances)
         self._compiled_forward = self._compile() if config.compile else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
         total = config.epochs * self.steps_per_epoch
         warmup = max(1, int(config.warmup_fraction * total))
         self.scheduler = torch.optim.lr_scheduler.SequentialLR(

@@ -1,0 +1,74 @@
+"""The training optimizer (``train.optimizer``): AdamW, or Muon for the weight matrices.
+
+``adamw``: AdamW over every parameter at ``train.lr``.
+
+``muon``: ``torch.optim.Muon`` (momentum, then the update orthogonalized by Newton-Schulz
+iterations) for the weight matrices, the encoder's convolutions
+(:class:`gestural.model.MatrixConv1d`) and the gesture kernels (K x C*L), at
+``train.muon_lr``; AdamW at ``train.lr`` for the rest (biases, baseline, response rates, the
+VAE's prior and noise scales), as Muon's authors pair them. Its updates are not scaled per coordinate by a running gradient variance,
+so they stay large when a large batch has made the gradient less noisy: at batch 256 and the
+frames of batch 16 (150 steps) it learns what AdamW needs 16 times the frames for (README,
+Performance).
+
+Both keep one list of parameter groups, AdamW's first, so that the learning-rate schedule
+moves every group and ``param_groups[0]["lr"]`` is ``train.lr``'s current value.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .model import GestureDecoder, MatrixConv1d
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, muon_lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (one of OPTIMIZERS) over ``model``'s parameters."""
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name != "muon":
+        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
+    matrices = [module.weight for module in model.modules() if isinstance(module, MatrixConv1d)]
+    matrices += [module.kernel_matrix for module in model.modules() if isinstance(module, GestureDecoder)]
+    chosen = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    return MuonWithAdamW(matrices, rest, lr=lr, muon_lr=muon_lr, weight_decay=weight_decay)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for ``matrices``, AdamW for ``rest``, as one optimizer.
+
+    torch has no optimizer that applies Muon to some parameters and AdamW to the others, and
+    a training loop, its LR scheduler and its checkpoint expect one. This holds the two and
+    shares their parameter-group dicts, so a scheduler that sets a group's ``lr`` sets it
+    where the inner optimizer reads it.
+    """
+
+    def __init__(self, matrices: list[nn.Parameter], rest: list[nn.Parameter], *, lr: float, muon_lr: float,
+                 weight_decay: float):
+        self.adamw = torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay)
+        # match_rms_adamw: Muon's update is scaled to the RMS of an AdamW update, so muon_lr
+        # is on the scale of an AdamW learning rate.
+        self.muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay,
+                                     adjust_lr_fn="match_rms_adamw")
+        super().__init__(self.adamw.param_groups + self.muon.param_groups, {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("MuonWithAdamW.step takes no closure")
+        self.adamw.step()
+        self.muon.step()
+
+    def state_dict(self) -> dict:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self.muon.load_state_dict(state_dict["muon"])
+        # Loading gives the inner optimizers new group dicts: share those.
+        self.param_groups = self.adamw.param_groups + self.muon.param_groups
