@@ -79,8 +79,9 @@ PEAK_FLOPS = {
 LR_RULE = "lr = lr_default * sqrt(batch_size / 16) (square-root scaling for AdamW)"
 
 # A configuration learns "no worse" than batch 16 when it loses at most this much (keys the
-# corpus cannot score, e.g. kernel_cosine without planted kernels, are left out).
-QUALITY_TOLERANCE = {"variance_explained": 0.005, "activation_auc": 0.01, "kernel_cosine": 0.02,
+# corpus cannot score, e.g. kernel_cosine without planted kernels, are left out): the large-batch
+# issue's "within 0.01 (variance explained) and 0.02 (recovery / AUC)".
+QUALITY_TOLERANCE = {"variance_explained": 0.01, "activation_auc": 0.02, "kernel_cosine": 0.02,
                      "seqnmf_similarity": 0.02}
 # Recovery metrics that need planted kernels and onsets (the events corpus only).
 RECOVERY_KEYS = ("seqnmf_similarity", "kernel_cosine", "onset_f1")
@@ -359,7 +360,8 @@ def quality_run(base: TrainConfig, train, test, truth, activations, eval_batch: 
     row = {
         # From the held-out MSE of each epoch (with loss: l1 the curve holds L1 errors).
         "time_to_quality_seconds": time_to_quality(result.history, test) if config.loss == "mse" else None,
-        "batch_size": batch_size, "lr": lr, "lr_scaling": "sqrt" if scale_lr else "none",
+        "batch_size": batch_size, "optimizer": config.optimizer, "lr": lr, "lr_scaling": "sqrt" if scale_lr else "none",
+        "muon_lr": config.muon_lr if config.optimizer == "muon" else None,
         "precision": config.precision, "compile": config.compile, "epochs": epochs,
         "steps_per_epoch": trainer.steps_per_epoch, "steps": steps,
         "crop_frames_trained": steps * batch_size * config.segment_len,
@@ -370,7 +372,7 @@ def quality_run(base: TrainConfig, train, test, truth, activations, eval_batch: 
     }
     if truth is not None:
         row.update({k: metrics[k] for k in RECOVERY_KEYS})
-    say(f"quality B={batch_size} lr={lr:.4g} {config.precision}: {steps} steps in {result.seconds:.1f} s; "
+    say(f"quality B={batch_size} {config.optimizer} lr={lr:.4g} {config.precision}: {steps} steps in {result.seconds:.1f} s; "
         f"variance explained {row['variance_explained']:.4f}, activation AUC {row['activation_auc']}"
         + (f", kernel cosine {row['kernel_cosine']}" if truth is not None else ""))
     return row, result.model
@@ -392,21 +394,23 @@ def time_to_quality(history, test, fraction: float = 0.99) -> float | None:
 
 def epochs_for_same_frames(base: TrainConfig, batch_size: int, reference_crops: int) -> tuple[int, int]:
     """(epochs, steps per epoch) at ``batch_size`` whose crops (steps x batch) come closest
-    to ``reference_crops``.
+    to ``reference_crops`` without exceeding them.
 
     An epoch is ``base.steps_per_epoch`` steps whatever the batch, so equal epochs would give
     a large batch more frames than batch 16; matching the crop count keeps the comparison
-    fair. Epochs keep the fixed steps per epoch; only a budget of less than one such epoch
-    (a large batch) becomes one shorter epoch, rather than being rounded up to a whole one.
+    fair, and never exceeding it keeps it strict ("no more frames seen"). The steps are
+    spread over as many epochs as ``base.steps_per_epoch`` needs, each a little shorter where
+    they do not divide evenly (150 steps: 4 epochs of 37).
     """
-    steps = max(1, round(reference_crops / batch_size))
-    if steps < base.steps_per_epoch:
-        return 1, steps
-    return max(1, round(steps / base.steps_per_epoch)), base.steps_per_epoch
+    steps = max(1, reference_crops // batch_size)
+    epochs = math.ceil(steps / base.steps_per_epoch)
+    return epochs, steps // epochs
 
 
 def suggest_batch_size(throughput: list, quality: list, device: torch.device, num_gestures: int) -> dict:
-    """The fastest batch size that learns no worse than 16 (within QUALITY_TOLERANCE)."""
+    """The fastest batch size (and its optimizer) that learns no worse than 16 (within
+    QUALITY_TOLERANCE). Speed is the AdamW throughput row's; a Muon step costs a little more
+    (its rows' fit_seconds say how much)."""
     speed = {row["batch_size"]: row["frames_per_s"] for row in throughput
              if row["path"] == "fast" and row["precision"] == "fp32" and not row["compile"]
              and row["num_gestures"] == num_gestures}
@@ -426,10 +430,11 @@ def suggest_batch_size(throughput: list, quality: list, device: torch.device, nu
         reason = (f"on {device.type} no larger batch is both faster than 16 and no worse in quality "
                   f"(tolerances {tolerance}): keep batch_size 16")
     else:
-        reason = (f"batch {best['batch_size']} (lr {best['lr']:.4g}) trains "
+        reason = (f"batch {best['batch_size']} ({best['optimizer']}, lr {best['lr']:.4g}) trains "
                   f"{speed[best['batch_size']] / speed[16]:.2f}x faster than 16 and is no worse within "
                   f"{tolerance}")
-    return {"batch_size": best["batch_size"], "lr": best["lr"], "reason": reason, "tolerances": tolerance,
+    return {"batch_size": best["batch_size"], "optimizer": best["optimizer"], "lr": best["lr"], "reason": reason,
+            "tolerances": tolerance,
             "speed_relative_to_16": {b: speed[b] / speed[16] for b in sorted(speed)}}
 
 
@@ -602,6 +607,9 @@ def run(args: argparse.Namespace) -> dict:
             if not quick:
                 # The middle batch at the default lr: is a loss from the batch or from the lr rule?
                 quality.append(trained(quality_batches[1], scale_lr=False))
+            # Muon (see gestural.optimizers), which learns in few steps: train.muon_lr for the
+            # matrices, LR_RULE for the rest (batch 256: 0.01, which learned both corpora best).
+            quality += [trained(b, optimizer="muon") for b in quality_batches[1:]]
             # bf16 at the batch it would be used with: the large batch on a GPU, 16 on a CPU.
             if cuda or not quick:
                 quality.append(trained(large if cuda else 16, precision="bf16"))

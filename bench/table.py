@@ -7,7 +7,7 @@ Reads every full run (``bench/results/<device>.json``; ``*-quick.json`` smoke ru
 out) and prints one Markdown table: a row per device, training speed at the defaults and at
 the fastest setting measured, time to quality (training seconds until held-out variance
 explained reaches 99 % of its final value, batch 16 at the defaults), the quality reached,
-evaluation speed, and the data stages on the real-size corpus. A device without a results
+the same for the largest batch trained with Muon on as many frames, evaluation speed, and the data stages on the real-size corpus. A device without a results
 file is printed as "not measured".
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICE_TYPES = ("cpu", "cuda")
 COLUMNS = ("device", "training, defaults (batch 16, fp32)", "fastest training setting",
-           "time to quality (batch 16)", "held-out VE / AUC", "evaluation", "nema2npy + normalize")
+           "time to quality (batch 16)", "held-out VE / AUC", "largest batch, Muon, same frames: VE / AUC, time to quality",
+           "evaluation", "nema2npy + normalize")
 
 
 def _mega(frames_per_s: float | None) -> str:
@@ -32,6 +33,12 @@ def _setting(row: dict) -> str:
     return f"batch {row['batch_size']}, K={row['num_gestures']}, {', '.join(extras)}"
 
 
+def _seconds_of(row: dict) -> str:
+    """Time to quality of a quality row, "<t> s of <fit> s"."""
+    seconds = row.get("time_to_quality_seconds")
+    return "" if seconds is None else f"{seconds:.0f} s of {row['fit_seconds']:.0f} s"
+
+
 def table_row(result: dict) -> list[str]:
     """The table's cells for one bench/run.py result."""
     default_k = result["settings"]["default_config"]["num_gestures"]
@@ -41,6 +48,8 @@ def table_row(result: dict) -> list[str]:
     fastest = max(fast, key=lambda row: row["frames_per_s"], default=None)
     quality = (result.get("quality") or {}).get("rows") or []
     reference = next((row for row in quality if row["batch_size"] == 16 and row["precision"] == "fp32"), None)
+    large = max((row for row in quality if row["batch_size"] > 16 and row.get("optimizer") == "muon"),
+                key=lambda row: row["batch_size"], default=None)
     evaluation = max(result.get("evaluation") or [], key=lambda row: row["frames_per_s"], default=None)
     data_seconds = (result.get("data_stages") or {}).get("nema2npy_plus_normalize_seconds")
     machine = result["machine"]
@@ -48,9 +57,10 @@ def table_row(result: dict) -> list[str]:
         f"{machine['device']}, torch {machine['torch']}",
         _mega(default and default["frames_per_s"]),
         f"{_mega(fastest['frames_per_s'])} ({_setting(fastest)})" if fastest else "",
-        (f"{reference['time_to_quality_seconds']:.0f} s of {reference['fit_seconds']:.0f} s"
-         if reference and reference.get("time_to_quality_seconds") is not None else ""),
+        _seconds_of(reference) if reference else "",
         (f"{reference['variance_explained']:.3f} / {reference['activation_auc']:.3f}" if reference else ""),
+        (f"batch {large['batch_size']}: {large['variance_explained']:.3f} / {large['activation_auc']:.3f}, "
+         f"{_seconds_of(large)}" if large else ""),
         _mega(evaluation and evaluation["frames_per_s"]),
         "" if data_seconds is None else f"{data_seconds:.1f} s",
     ]

@@ -36,9 +36,10 @@ def test_same_frames_uses_the_fixed_steps_per_epoch():
     base = dataclasses.replace(bench.TrainConfig.from_params(params), steps_per_epoch=40)
     reference = 30 * 40 * 16
     assert bench.epochs_for_same_frames(base, 16, reference) == (30, 40)
-    assert bench.epochs_for_same_frames(base, 64, reference) == (8, 40)  # 7.5 epochs, rounded
+    # 300 steps, 7.5 epochs of 40: 8 epochs of 37, never more frames than batch 16's.
+    assert bench.epochs_for_same_frames(base, 64, reference) == (8, 37)
     # Less than one 40-step epoch: one shorter epoch, not a whole one (2.1x the frames).
-    assert bench.epochs_for_same_frames(base, 1024, reference) == (1, 19)
+    assert bench.epochs_for_same_frames(base, 1024, reference) == (1, 18)
     assert bench.epochs_for_same_frames(base, 64, 2 * 40 * 16) == (1, 20)
 
 
@@ -112,9 +113,12 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert planted_kernels == (corpus["kind"] == "events")
 
     quality = result["quality"]
-    assert [row["batch_size"] for row in quality["rows"]] == [16, 64]
-    first, second = quality["rows"]
+    assert [(row["batch_size"], row["optimizer"]) for row in quality["rows"]] == [(16, "adamw"), (64, "adamw"),
+                                                                                   (64, "muon")]
+    first, second, muon = quality["rows"]
     assert second["lr"] == first["lr"] * 2  # sqrt(64 / 16)
+    assert (muon["lr"], muon["muon_lr"]) == (second["lr"], params["train"]["muon_lr"])
+    assert muon["steps"] == second["steps"]
     # Same crops for both: batch 16 for 2 epochs of the fixed steps, batch 64 a quarter of the steps.
     steps_per_epoch = params["train"]["steps_per_epoch"]
     assert (first["epochs"], first["steps_per_epoch"]) == (2, steps_per_epoch)
@@ -130,7 +134,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
             if planted_kernels:
                 assert isinstance(row[key], float)
     suggested = result["suggested_batch_size"]
-    assert suggested["batch_size"] in (16, 64)
+    assert suggested["batch_size"] in (16, 64) and suggested["optimizer"] in ("adamw", "muon")
     assert "activation_auc" in suggested["tolerances"]
     assert ("kernel_cosine" in suggested["tolerances"]) == planted_kernels
 
@@ -154,12 +158,19 @@ def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
              "frames_per_s": 990_000.0},  # another K: not the defaults' speed
         ]},
         "quality": {"rows": [{"batch_size": 16, "precision": "fp32", "time_to_quality_seconds": 41.2,
-                              "fit_seconds": 70.0, "variance_explained": 0.95, "activation_auc": 0.872}]},
+                              "fit_seconds": 70.0, "variance_explained": 0.95, "activation_auc": 0.872},
+                             {"batch_size": 256, "optimizer": "adamw", "precision": "fp32",
+                              "time_to_quality_seconds": 30.0, "fit_seconds": 40.0, "variance_explained": 0.9,
+                              "activation_auc": 0.8},
+                             {"batch_size": 256, "optimizer": "muon", "precision": "fp32",
+                              "time_to_quality_seconds": 20.4, "fit_seconds": 41.0, "variance_explained": 0.941,
+                              "activation_auc": 0.878}]},
         "evaluation": [{"frames_per_s": 300_000.0}],
         "data_stages": {"nema2npy_plus_normalize_seconds": 5.61},
     }
     text = table.markdown({"cpu": result, "cuda": None})
     cpu, cuda = text.splitlines()[2:]
     assert cpu.split(" | ")[1:] == ["0.110 M frames/s", "0.220 M frames/s (batch 16, K=20, bf16)", "41 s of 70 s",
-                                    "0.950 / 0.872", "0.300 M frames/s", "5.6 s |"]
+                                    "0.950 / 0.872", "batch 256: 0.941 / 0.878, 20 s of 41 s", "0.300 M frames/s",
+                                    "5.6 s |"]
     assert cuda.startswith("| cuda | not measured |")
