@@ -372,7 +372,8 @@ def quality_run(base: TrainConfig, train, test, truth, activations, eval_batch: 
     }
     if truth is not None:
         row.update({k: metrics[k] for k in RECOVERY_KEYS})
-    say(f"quality B={batch_size} {config.optimizer} lr={lr:.4g} {config.precision}: {steps} steps in {result.seconds:.1f} s; "
+    say(f"quality B={batch_size} {config.optimizer} lr={lr:.4g} {config.precision}: {steps} steps in "
+        f"{result.seconds:.1f} s; "
         f"variance explained {row['variance_explained']:.4f}, activation AUC {row['activation_auc']}"
         + (f", kernel cosine {row['kernel_cosine']}" if truth is not None else ""))
     return row, result.model

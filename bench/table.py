@@ -7,8 +7,9 @@ Reads every full run (``bench/results/<device>.json``; ``*-quick.json`` smoke ru
 out) and prints one Markdown table: a row per device, training speed at the defaults and at
 the fastest setting measured, time to quality (training seconds until held-out variance
 explained reaches 99 % of its final value, batch 16 at the defaults), the quality reached,
-the same for the largest batch trained with Muon on as many frames, evaluation speed, and the data stages on the real-size corpus. A device without a results
-file is printed as "not measured".
+the same for the largest batch trained with Muon on as many frames, evaluation speed, and
+the data stages on the real-size corpus. A device without a results file is printed as
+"not measured".
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICE_TYPES = ("cpu", "cuda")
 COLUMNS = ("device", "training, defaults (batch 16, fp32)", "fastest training setting",
-           "time to quality (batch 16)", "held-out VE / AUC", "largest batch, Muon, same frames: VE / AUC, time to quality",
-           "evaluation", "nema2npy + normalize")
+           "time to quality (batch 16)", "held-out VE / AUC",
+           "largest batch, Muon, same frames: VE / AUC, time to quality", "evaluation", "nema2npy + normalize")
 
 
 def _mega(frames_per_s: float | None) -> str:

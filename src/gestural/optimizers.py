@@ -6,10 +6,10 @@
 iterations) for the weight matrices, the encoder's convolutions
 (:class:`gestural.model.MatrixConv1d`) and the gesture kernels (K x C*L), at
 ``train.muon_lr``; AdamW at ``train.lr`` for the rest (biases, baseline, response rates, the
-VAE's prior and noise scales), as Muon's authors pair them. Its updates are not scaled per coordinate by a running gradient variance,
-so they stay large when a large batch has made the gradient less noisy: at batch 256 and the
-frames of batch 16 (150 steps) it learns what AdamW needs 16 times the frames for (README,
-Performance).
+VAE's prior and noise scales), as Muon's authors pair them. Its updates are not scaled per
+coordinate by a running gradient variance, so they stay large when a large batch has made the
+gradient less noisy: at batch 256 and the frames of batch 16 (148 steps) it learns the
+articulatory corpus about as well as AdamW does with 16 times the frames (README, Performance).
 
 Both keep one list of parameter groups, AdamW's first, so that the learning-rate schedule
 moves every group and ``param_groups[0]["lr"]`` is ``train.lr``'s current value.
