@@ -3,11 +3,13 @@
 
     python bench/table.py [bench/results/*.json]
 
-Reads every full run (``bench/results/<device>.json``; ``*-quick.json`` smoke runs are left
-out) and prints one Markdown table: a row per device, training speed at the defaults and at
+Reads every full run (``bench/results/<device>.json``, ``<device>-<corpus>.json`` for the
+synthetic corpus kind that params.yaml does not use; ``*-quick.json`` smoke runs are left
+out) and prints one Markdown table: a row per device and corpus, training speed at the defaults and at
 the fastest setting measured, time to quality (training seconds until held-out variance
 explained reaches 99 % of its final value, batch 16 at the defaults), the quality reached,
-the same for the largest batch trained with Muon on as many frames, evaluation speed, and
+(with kernel cosine and onset F1 where the corpus plants kernels), the same for the largest
+batch trained with Muon on as many frames, evaluation speed, and
 the data stages on the real-size corpus. A device without a results file is printed as
 "not measured".
 """
@@ -20,9 +22,9 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICE_TYPES = ("cpu", "cuda")
-COLUMNS = ("device", "training, defaults (batch 16, fp32)", "fastest training setting",
-           "time to quality (batch 16)", "held-out VE / AUC",
-           "largest batch, Muon, same frames: VE / AUC, time to quality", "evaluation", "nema2npy + normalize")
+COLUMNS = ("device (corpus)", "training, defaults (batch 16, fp32)", "fastest training setting",
+           "time to quality (batch 16)", "held-out VE / AUC (kernel cosine / onset F1)",
+           "largest batch, Muon, same frames: quality, time to quality", "evaluation", "nema2npy + normalize")
 
 
 def _mega(frames_per_s: float | None) -> str:
@@ -40,6 +42,14 @@ def _seconds_of(row: dict) -> str:
     return "" if seconds is None else f"{seconds:.0f} s of {row['fit_seconds']:.0f} s"
 
 
+def _quality(row: dict) -> str:
+    """Held-out variance explained / activation AUC, and the recovery of planted kernels."""
+    text = f"{row['variance_explained']:.3f} / {row['activation_auc']:.3f}"
+    if row.get("kernel_cosine") is not None:
+        text += f" ({row['kernel_cosine']:.3f} / {row['onset_f1']:.3f})"
+    return text
+
+
 def table_row(result: dict) -> list[str]:
     """The table's cells for one bench/run.py result."""
     default_k = result["settings"]["default_config"]["num_gestures"]
@@ -55,13 +65,12 @@ def table_row(result: dict) -> list[str]:
     data_seconds = (result.get("data_stages") or {}).get("nema2npy_plus_normalize_seconds")
     machine = result["machine"]
     return [
-        f"{machine['device']}, torch {machine['torch']}",
+        f"{machine['device']}, torch {machine['torch']} ({result['corpus']['kind']})",
         _mega(default and default["frames_per_s"]),
         f"{_mega(fastest['frames_per_s'])} ({_setting(fastest)})" if fastest else "",
         _seconds_of(reference) if reference else "",
-        (f"{reference['variance_explained']:.3f} / {reference['activation_auc']:.3f}" if reference else ""),
-        (f"batch {large['batch_size']}: {large['variance_explained']:.3f} / {large['activation_auc']:.3f}, "
-         f"{_seconds_of(large)}" if large else ""),
+        _quality(reference) if reference else "",
+        f"batch {large['batch_size']}: {_quality(large)}, {_seconds_of(large)}" if large else "",
         _mega(evaluation and evaluation["frames_per_s"]),
         "" if data_seconds is None else f"{data_seconds:.1f} s",
     ]
@@ -82,10 +91,11 @@ def main() -> None:
     files = args.files or sorted(p for p in RESULTS.glob("*.json") if not p.stem.endswith("-quick"))
     results: dict[str, dict | None] = {}
     for path in files:
-        result = json.loads(path.read_text())
-        results[result["machine"]["device_type"] if not args.files else str(path)] = result
+        results[path.stem if not args.files else str(path)] = json.loads(path.read_text())
     if not args.files:
-        results = {device: results.get(device) for device in DEVICE_TYPES} | results
+        # The devices never measured still get a row, so that the table says so.
+        measured = {result["machine"]["device_type"] for result in results.values()}
+        results |= {device: None for device in DEVICE_TYPES if device not in measured}
     print(markdown(results))
 
 

@@ -22,12 +22,16 @@ def load_bench():
     return module
 
 
-def test_default_output_path_is_per_device_type():
+def test_default_output_path_is_per_device_type_and_corpus():
     bench = load_bench()
-    assert bench.default_out("cpu", quick=False) == PROJECT_ROOT / "bench" / "results" / "cpu.json"
-    assert bench.default_out("cuda", quick=False) == PROJECT_ROOT / "bench" / "results" / "cuda.json"
+    results = PROJECT_ROOT / "bench" / "results"
+    assert bench.default_out("cpu", quick=False) == results / "cpu.json"
+    assert bench.default_out("cuda", quick=False) == results / "cuda.json"
+    # The corpus kind params.yaml does not use gets its own file.
+    assert bench.default_out("cpu", quick=False, corpus="events") == results / "cpu-events.json"
     # A smoke run must not overwrite a full run's numbers.
-    assert bench.default_out("cpu", quick=True) == PROJECT_ROOT / "bench" / "results" / "cpu-quick.json"
+    assert bench.default_out("cpu", quick=True) == results / "cpu-quick.json"
+    assert bench.default_out("cpu", quick=True, corpus="events") == results / "cpu-events-quick.json"
 
 
 def test_same_frames_uses_the_fixed_steps_per_epoch():
@@ -59,11 +63,13 @@ def test_time_to_quality_is_when_held_out_variance_explained_reaches_99_percent_
 def test_quick_benchmark_reports_every_section(tmp_path):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     out = tmp_path / "bench.json"
+    # The corpus kind params.yaml does not use (--corpus); the committed results use both.
+    other_kind = "events" if params["synthetic"]["kind"] == "articulatory" else "articulatory"
     # No PYTHONPATH and another working directory: the script must find src/ by itself.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     completed = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "bench" / "run.py"), "--quick", "--data-size", "small",
-         "--device", "cpu", "--seconds", "0.1", "--set", "hidden=32", "--out", str(out)],
+         "--device", "cpu", "--seconds", "0.1", "--set", "hidden=32", "--corpus", other_kind, "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -105,9 +111,9 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert result["data_stages"]["nema2npy_plus_normalize_seconds"] > 0
     assert result["classical_baseline"]["iterations"] >= 1
 
-    # params.yaml's corpus kind; the articulatory one plants activations but no kernels.
+    # The corpus asked for; the articulatory kind plants activations but no kernels.
     corpus = result["corpus"]
-    assert corpus["kind"] == params["synthetic"]["kind"]
+    assert corpus["kind"] == other_kind
     assert corpus["planted_gestures"] >= 1
     planted_kernels = corpus["planted_kernels"]
     assert planted_kernels == (corpus["kind"] == "events")
@@ -118,6 +124,9 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     first, second, muon = quality["rows"]
     assert second["lr"] == first["lr"] * 2  # sqrt(64 / 16)
     assert (muon["lr"], muon["muon_lr"]) == (second["lr"], params["train"]["muon_lr"])
+    # The response rates travel as far in a quarter of the steps: linear scaling.
+    assert first["response_lr"] == params["train"]["lr"]
+    assert second["response_lr"] == muon["response_lr"] == params["train"]["lr"] * 4
     assert muon["steps"] == second["steps"]
     # Same crops for both: batch 16 for 2 epochs of the fixed steps, batch 64 a quarter of the steps.
     steps_per_epoch = params["train"]["steps_per_epoch"]
@@ -148,6 +157,7 @@ def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
     spec.loader.exec_module(table)
     result = {
         "machine": {"device_type": "cpu", "device": "Some CPU (2 cores)", "torch": "2.13.0"},
+        "corpus": {"kind": "articulatory"},
         "settings": {"default_config": {"num_gestures": 20}},
         "training": {"rows": [
             {"path": "fast", "batch_size": 16, "num_gestures": 20, "precision": "fp32", "compile": False,
@@ -168,9 +178,17 @@ def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
         "evaluation": [{"frames_per_s": 300_000.0}],
         "data_stages": {"nema2npy_plus_normalize_seconds": 5.61},
     }
-    text = table.markdown({"cpu": result, "cuda": None})
-    cpu, cuda = text.splitlines()[2:]
+    # The same bench on the events corpus, which plants kernels and onsets.
+    events = json.loads(json.dumps(result))
+    events["corpus"]["kind"] = "events"
+    for row, (cosine, f1) in zip(events["quality"]["rows"], [(0.95, 0.974), (0.5, 0.1), (0.969, 0.994)]):
+        row.update(kernel_cosine=cosine, onset_f1=f1)
+    text = table.markdown({"cpu": result, "cpu-events": events, "cuda": None})
+    cpu, cpu_events, cuda = text.splitlines()[2:]
     assert cpu.split(" | ")[1:] == ["0.110 M frames/s", "0.220 M frames/s (batch 16, K=20, bf16)", "41 s of 70 s",
                                     "0.950 / 0.872", "batch 256: 0.941 / 0.878, 20 s of 41 s", "0.300 M frames/s",
                                     "5.6 s |"]
+    assert cpu.startswith("| Some CPU (2 cores), torch 2.13.0 (articulatory) |")
+    assert cpu_events.split(" | ")[4:6] == ["0.950 / 0.872 (0.950 / 0.974)",
+                                            "batch 256: 0.941 / 0.878 (0.969 / 0.994), 20 s of 41 s"]
     assert cuda.startswith("| cuda | not measured |")

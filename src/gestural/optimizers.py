@@ -11,6 +11,13 @@ coordinate by a running gradient variance, so they stay large when a large batch
 gradient less noisy: at batch 256 and the frames of batch 16 (148 steps) it learns the
 articulatory corpus about as well as AdamW does with 16 times the frames (README, Performance).
 
+Either way the gestures' response rates (``GestureDecoder.log_rate``) form their own AdamW
+group at ``train.response_lr`` (null: ``train.lr``). AdamW moves a parameter by about its
+learning rate per step whatever the gradient, and a rate starts at 5 Hz and may have to travel
+far (to an impulse on the events corpus: log 6.4 / 0.6 = 2.4): with 16 times fewer steps it
+needs about 16 times the learning rate to get there (batch 256: 0.04), which would shake the
+biases if given to every AdamW parameter.
+
 Both keep one list of parameter groups, AdamW's first, so that the learning-rate schedule
 moves every group and ``param_groups[0]["lr"]`` is ``train.lr``'s current value.
 """
@@ -25,22 +32,28 @@ from .model import GestureDecoder, MatrixConv1d
 OPTIMIZERS = ("adamw", "muon")
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, muon_lr: float,
+def build_optimizer(model: nn.Module, name: str, lr: float, muon_lr: float, response_lr: float | None,
                     weight_decay: float) -> torch.optim.Optimizer:
     """The optimizer ``name`` (one of OPTIMIZERS) over ``model``'s parameters."""
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name != "muon":
+    if name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
-    matrices = [module.weight for module in model.modules() if isinstance(module, MatrixConv1d)]
-    matrices += [module.kernel_matrix for module in model.modules() if isinstance(module, GestureDecoder)]
-    chosen = {id(p) for p in matrices}
-    rest = [p for p in model.parameters() if id(p) not in chosen]
-    return MuonWithAdamW(matrices, rest, lr=lr, muon_lr=muon_lr, weight_decay=weight_decay)
+    matrices = []
+    if name == "muon":
+        matrices = [module.weight for module in model.modules() if isinstance(module, MatrixConv1d)]
+        matrices += [module.kernel_matrix for module in model.modules() if isinstance(module, GestureDecoder)]
+    rates = [module.log_rate for module in model.modules()
+             if isinstance(module, GestureDecoder) and module.log_rate is not None]
+    chosen = {id(p) for p in matrices + rates}
+    adamw_groups = [{"params": [p for p in model.parameters() if id(p) not in chosen], "lr": lr}]
+    if rates:
+        adamw_groups.append({"params": rates, "lr": lr if response_lr is None else response_lr})
+    if name == "adamw":
+        return torch.optim.AdamW(adamw_groups, lr=lr, weight_decay=weight_decay)
+    return MuonWithAdamW(matrices, adamw_groups, lr=lr, muon_lr=muon_lr, weight_decay=weight_decay)
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """Muon for ``matrices``, AdamW for ``rest``, as one optimizer.
+    """Muon for ``matrices``, AdamW for ``rest`` (parameters or parameter groups), as one optimizer.
 
     torch has no optimizer that applies Muon to some parameters and AdamW to the others, and
     a training loop, its LR scheduler and its checkpoint expect one. This holds the two and
@@ -48,7 +61,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     where the inner optimizer reads it.
     """
 
-    def __init__(self, matrices: list[nn.Parameter], rest: list[nn.Parameter], *, lr: float, muon_lr: float,
+    def __init__(self, matrices: list[nn.Parameter], rest: list, *, lr: float, muon_lr: float,
                  weight_decay: float):
         self.adamw = torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay)
         # match_rms_adamw: Muon's update is scaled to the RMS of an AdamW update, so muon_lr

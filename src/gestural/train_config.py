@@ -54,6 +54,7 @@ class TrainConfig:
     optimizer: str
     lr: float
     muon_lr: float
+    response_lr: float | None
     weight_decay: float
     warmup_fraction: float
     grad_clip: float
@@ -140,6 +141,8 @@ class TrainConfig:
         train.choice("optimizer", OPTIMIZERS, separator=", ")
         train.finite_number("lr", 0.0, open_low=True)
         train.finite_number("muon_lr", 0.0, open_low=True)
+        if self.response_lr is not None:
+            train.finite_number("response_lr", 0.0, open_low=True)
         for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
                      "background_weight", "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
             train.finite_number(name, 0.0)

@@ -124,7 +124,8 @@ class Trainer:
         self.model = GesturalAutoEncoder(config.model_config()).to(self.device)
         self._initialize(self._train_utterances)
         self._compiled_forward = self._compile() if config.compile else None
-        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.muon_lr,
+                                         config.response_lr, config.weight_decay)
         total = config.epochs * self.steps_per_epoch
         warmup = max(1, int(config.warmup_fraction * total))
         self.scheduler = torch.optim.lr_scheduler.SequentialLR(
