@@ -62,6 +62,7 @@ def test_time_to_quality_is_when_held_out_variance_explained_reaches_99_percent_
 
 def test_quick_benchmark_reports_every_section(tmp_path):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    bench = load_bench()
     out = tmp_path / "bench.json"
     # The corpus kind params.yaml does not use (--corpus); the committed results use both.
     other_kind = "events" if params["synthetic"]["kind"] == "articulatory" else "articulatory"
@@ -127,6 +128,8 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     # The response rates travel as far in a quarter of the steps: linear scaling.
     assert first["response_lr"] == params["train"]["lr"]
     assert second["response_lr"] == muon["response_lr"] == params["train"]["lr"] * 4
+    assert first["warmup_fraction"] == params["train"]["warmup_fraction"]
+    assert second["warmup_fraction"] == muon["warmup_fraction"] == bench.LARGE_BATCH_WARMUP_FRACTION
     assert muon["steps"] == second["steps"]
     # Same crops for both: batch 16 for 2 epochs of the fixed steps, batch 64 a quarter of the steps.
     steps_per_epoch = params["train"]["steps_per_epoch"]
