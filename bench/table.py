@@ -88,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="bench/run.py results (default: bench/results/*.json)")
     args = parser.parse_args()
-    files = args.files or sorted(p for p in RESULTS.glob("*.json") if not p.stem.endswith("-quick"))
+    # By stem: a device's default-corpus file (cpu) before its other corpus (cpu-events).
+    files = args.files or sorted((p for p in RESULTS.glob("*.json") if not p.stem.endswith("-quick")),
+                                 key=lambda p: p.stem)
     results: dict[str, dict | None] = {}
     for path in files:
         results[path.stem if not args.files else str(path)] = json.loads(path.read_text())
