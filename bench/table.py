@@ -5,11 +5,11 @@
 
 Reads every full run (``bench/results/<device>.json``, ``<device>-<corpus>.json`` for the
 synthetic corpus kind that params.yaml does not use; ``*-quick.json`` smoke runs are left
-out) and prints one Markdown table: a row per device and corpus, training speed at the defaults and at
-the fastest setting measured, time to quality (training seconds until held-out variance
-explained reaches 99 % of its final value, batch 16 at the defaults), the quality reached,
-(with kernel cosine and onset F1 where the corpus plants kernels), the same for the largest
-batch trained with Muon on as many frames, evaluation speed, and
+out) and prints one Markdown table: a row per device and corpus, training speed at the
+defaults and at the fastest setting measured, time to quality (training seconds until
+held-out variance explained reaches 99 % of its final value, batch 16 at the defaults), the
+quality reached (with kernel cosine and onset F1 where the corpus plants kernels), the same
+for the largest batch trained with Muon on as many frames, evaluation speed, and
 the data stages on the real-size corpus. A device without a results file is printed as
 "not measured".
 """
