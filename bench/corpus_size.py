@@ -22,10 +22,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gestural.articulatory import ArticulatoryConfig, generate  # noqa: E402
-from gestural.train_config import TrainConfig  # noqa: E402
-from gestural.train_outputs import CONVERGENCE_EPOCHS, held_out_loss_change  # noqa: E402
-from gestural.training import Trainer  # noqa: E402
+from gestural.synthetic.articulatory import ArticulatoryConfig, generate  # noqa: E402
+from gestural.training.config import TrainConfig  # noqa: E402
+from gestural.training.outputs import CONVERGENCE_EPOCHS, held_out_loss_change  # noqa: E402
+from gestural.training.trainer import Trainer  # noqa: E402
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
              "device")

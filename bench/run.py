@@ -46,24 +46,24 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from gestural.archive import safe_extract  # noqa: E402
-from gestural.baseline import BaselineParams, classical_factorization, fit_classical  # noqa: E402
-from gestural.batches import UtteranceStore  # noqa: E402
-from gestural.corpus import build_npy  # noqa: E402
-from gestural.dataset import NormalizedCorpus  # noqa: E402
-from gestural.devices import resolve_device, synchronize  # noqa: E402
-from gestural.evaluation import evaluate_factorization, evaluate_model  # noqa: E402
-from gestural.factorizations import neural_factorization  # noqa: E402
-from gestural.ground_truth import has_planted_kernels, load_activations  # noqa: E402
-from gestural.io import json_safe  # noqa: E402
-from gestural.model import GesturalAutoEncoder  # noqa: E402
-from gestural.normalize import normalize_corpus  # noqa: E402
-from gestural.params import DataParams, load_params  # noqa: E402
-from gestural.planted import planted_truth  # noqa: E402
-from gestural.synthetic import KINDS as SYNTHETIC_KINDS  # noqa: E402
-from gestural.synthetic import SyntheticConfig, synthetic_config, write_corpus  # noqa: E402
-from gestural.train_config import TrainConfig  # noqa: E402
-from gestural.training import Trainer  # noqa: E402
+from gestural.core.devices import resolve_device, synchronize  # noqa: E402
+from gestural.core.files import json_safe  # noqa: E402
+from gestural.core.params import DataParams, load_params  # noqa: E402
+from gestural.data.archive import safe_extract  # noqa: E402
+from gestural.data.batches import UtteranceStore  # noqa: E402
+from gestural.data.corpus import build_npy  # noqa: E402
+from gestural.data.dataset import NormalizedCorpus  # noqa: E402
+from gestural.data.normalize import normalize_corpus  # noqa: E402
+from gestural.evaluation.classical import BaselineParams, classical_factorization, fit_classical  # noqa: E402
+from gestural.evaluation.factorizations import neural_factorization  # noqa: E402
+from gestural.evaluation.held_out import evaluate_factorization, evaluate_model  # noqa: E402
+from gestural.evaluation.planted import planted_truth  # noqa: E402
+from gestural.model.network import GesturalAutoEncoder  # noqa: E402
+from gestural.synthetic.generator import KINDS as SYNTHETIC_KINDS  # noqa: E402
+from gestural.synthetic.generator import SyntheticConfig, synthetic_config, write_corpus  # noqa: E402
+from gestural.synthetic.ground_truth import has_planted_kernels, load_activations  # noqa: E402
+from gestural.training.config import TrainConfig  # noqa: E402
+from gestural.training.trainer import Trainer  # noqa: E402
 
 # Dense peak FLOP/s by precision (vendor datasheets, no structured sparsity). The H200 has
 # the H100 SXM's compute. fp32 means the CUDA cores' (non-tensor) fp32 rate.
@@ -687,7 +687,7 @@ def main(argv=None) -> int:
         return 2
     # The library logs (the trainer's per-epoch lines among them): show them on stderr.
     logging.basicConfig(level=logging.WARNING, format="bench: %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("gestural.training").setLevel(logging.INFO)
+    logging.getLogger("gestural.training.trainer").setLevel(logging.INFO)
     # Keep stdout for the one JSON object, whatever else writes to it.
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)

@@ -19,11 +19,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gestural.download import copy_archive, fetch_url, sha256_of
-from gestural.io import atomic_dir, write_json
-from gestural.params import DataParams, load_params
-from gestural.stage import run_stage
-from gestural.synthetic import synthetic_config, write_corpus
+from gestural.core.files import atomic_dir, write_json
+from gestural.core.params import DataParams, load_params
+from gestural.core.stage import run_stage
+from gestural.data.download import copy_archive, fetch_url, sha256_of
+from gestural.synthetic.generator import synthetic_config, write_corpus
 
 OUT_DIR = Path("data/raw")
 PARTIAL_DIR = Path("data/.partial")

@@ -2,9 +2,9 @@
 
 Reads ``models/model.pt``, ``data/normalized`` and, when present, ``data/raw/ground_truth.npz``
 and ``reports/timing/train.json``; writes ``metrics/eval.json``, ``reports/timing/evaluate.json``,
-``plots/eval/per_channel_correlation.csv`` and ``evaluation/`` (see :mod:`gestural.evaluation`;
-the files: :mod:`gestural.evaluation_files`), with ``evaluation/gesture_phone_association.csv``
-from the lab files of ``data/extracted`` (see :mod:`gestural.associations`).
+``plots/eval/per_channel_correlation.csv`` and ``evaluation/`` (see :mod:`gestural.evaluation.held_out`;
+the files: :mod:`gestural.evaluation.files`), with ``evaluation/gesture_phone_association.csv``
+from the lab files of ``data/extracted`` (see :mod:`gestural.evaluation.associations`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.associations import ASSOCIATION_FILE, held_out_associations, save_associations
-from gestural.evaluation import EvaluateParams, run_evaluation
-from gestural.evaluation_files import write_outputs
-from gestural.export import annotate_examples
-from gestural.params import load_params
-from gestural.stage import run_stage
+from gestural.core.params import load_params
+from gestural.core.stage import run_stage
+from gestural.evaluation.associations import ASSOCIATION_FILE, held_out_associations, save_associations
+from gestural.evaluation.export import annotate_examples
+from gestural.evaluation.files import write_outputs
+from gestural.evaluation.held_out import EvaluateParams, run_evaluation
 
 MODEL = Path("models/model.pt")
 DATA_DIR = Path("data/normalized")

@@ -1,7 +1,7 @@
 """DVC stage ``extract``: unpack ``data/raw/emadata.tgz`` into ``data/extracted/``, safely and atomically.
 
 The ``data.extract`` caps of params.yaml bound what the archive may unpack to; temporaries
-left by a killed earlier run are removed first (see :func:`gestural.io.clean_stale_temporaries`).
+left by a killed earlier run are removed first (see :func:`gestural.core.files.clean_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.archive import safe_extract
-from gestural.params import ExtractLimits, load_params
-from gestural.stage import run_stage
+from gestural.core.params import ExtractLimits, load_params
+from gestural.core.stage import run_stage
+from gestural.data.archive import safe_extract
 
 ARCHIVE = Path("data/raw/emadata.tgz")
 OUT_DIR = Path("data/extracted")

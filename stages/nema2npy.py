@@ -2,7 +2,7 @@
 
 Writes ``data/npy/`` (frames.npy, index.csv, report.json, speakers.json) and the
 summary ``metrics/data.json``. Policies (pairing, NaN runs, bad files) are
-described in :mod:`gestural.corpus`.
+described in :mod:`gestural.data.corpus`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.corpus import build_npy, data_metrics
-from gestural.io import write_json
-from gestural.params import DataParams, load_params
-from gestural.stage import run_stage
+from gestural.core.files import write_json
+from gestural.core.params import DataParams, load_params
+from gestural.core.stage import run_stage
+from gestural.data.corpus import build_npy, data_metrics
 
 IN_DIR = Path("data/extracted")
 OUT_DIR = Path("data/npy")

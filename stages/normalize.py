@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.normalize import normalize_corpus
-from gestural.params import DataParams, load_params
-from gestural.stage import run_stage
+from gestural.core.params import DataParams, load_params
+from gestural.core.stage import run_stage
+from gestural.data.normalize import normalize_corpus
 
 IN_DIR = Path("data/npy")
 OUT_DIR = Path("data/normalized")

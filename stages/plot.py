@@ -1,6 +1,6 @@
-"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.plot_stage`),
+"""DVC stage ``plot``: the summary figures, ``plots/figures/*.png`` (see :mod:`gestural.figures.summary`),
 and the gesture kernels as a table, ``plots/tables/gesture_kernels.csv`` (in mm per speaker where
-the corpus has ``ema.stats``; see :func:`gestural.export.kernel_rows`).
+the corpus has ``ema.stats``; see :func:`gestural.evaluation.export.kernel_rows`).
 
 Reads ``models/model.pt``, ``models/gestures.npy``, ``plots/train/learning_curve.csv``, the
 evaluate stage's ``evaluation/`` and ``plots/eval/per_channel_correlation.csv``, and the
@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gestural.dataset import STATS_FILE
-from gestural.export import export_kernel_table
-from gestural.params import load_params
-from gestural.plot_stage import FigureInputs, PlotParams, make_figures
-from gestural.stage import run_stage
+from gestural.core.params import load_params
+from gestural.core.stage import run_stage
+from gestural.data.dataset import STATS_FILE
+from gestural.evaluation.export import export_kernel_table
+from gestural.figures.summary import FigureInputs, PlotParams, make_figures
 
 INPUTS = FigureInputs(
     model=Path("models/model.pt"),

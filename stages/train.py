@@ -12,18 +12,18 @@ import os
 import sys
 from pathlib import Path
 
-from gestural.dataset import NormalizedCorpus
-from gestural.params import load_params
-from gestural.stage import run_stage
-from gestural.train_config import TrainConfig
-from gestural.train_outputs import (
+from gestural.core.params import load_params
+from gestural.core.stage import run_stage
+from gestural.data.dataset import NormalizedCorpus
+from gestural.training.config import TrainConfig
+from gestural.training.outputs import (
     CONVERGED_CHANGE,
     CONVERGENCE_EPOCHS,
     default_run_name,
     held_out_loss_change,
     write_training_outputs,
 )
-from gestural.training import Trainer
+from gestural.training.trainer import Trainer
 
 DATA_DIR = Path("data/normalized")
 CHECKPOINT = Path("checkpoints/train.pt")
@@ -43,9 +43,13 @@ def main() -> int:
     print(f"train: {len(corpus.ids('train'))} train / {len(corpus.ids('test'))} held-out utterances; "
           f"TensorBoard run {runs_dir() / run_name}", flush=True)
     data = {f"data.{key}": value for key, value in (params.get("data") or {}).items()}
-    data["synthetic.kind"] = (params.get("synthetic") or {}).get("kind", "events")
+    data["synthetic.kind"] = params["synthetic"]["kind"]
+    # TensorBoard figures only (runs/ is no DVC output): not among the stage's deps.
+    from gestural.figures.kinematics import tensorboard_figures
+
     trainer = Trainer(config, corpus.utterances("train"), corpus.utterances("test"),
-                      checkpoint_path=CHECKPOINT, log_dir=runs_dir() / run_name, extra_hparams=data)
+                      checkpoint_path=CHECKPOINT, log_dir=runs_dir() / run_name, extra_hparams=data,
+                      figures=tensorboard_figures)
     result = trainer.fit()
     write_training_outputs(result, config, corpus.stats, Path("models"), Path("metrics/train.json"),
                            Path("plots/train/learning_curve.csv"), Path("reports/timing/train.json"))

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gestural import ema, est_track
-from gestural.baseline import BaselineParams
-from gestural.evaluation import EvaluateParams
-from gestural.params import load_params
-from gestural.synthetic import SyntheticConfig, write_corpus
-from gestural.train_config import TrainConfig
+from gestural.core import units
+from gestural.core.params import load_params
+from gestural.data import ema, est_track
+from gestural.evaluation.classical import BaselineParams
+from gestural.evaluation.held_out import EvaluateParams
+from gestural.model.network import ModelConfig
+from gestural.synthetic.generator import SyntheticConfig, write_corpus
+from gestural.training.config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +27,11 @@ def train_config(**overrides) -> TrainConfig:
     """params.yaml's training settings (the only defaults there are), with ``overrides``
     (not validated: tests of validation call ``.validate()`` themselves)."""
     return dataclasses.replace(TrainConfig.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
+
+
+def model_config(**overrides) -> ModelConfig:
+    """params.yaml's model settings, with ``overrides`` (not validated)."""
+    return dataclasses.replace(train_config().model_config(), **overrides)
 
 
 def evaluate_params(**overrides) -> EvaluateParams:
@@ -74,7 +81,7 @@ def wav_bytes(samples: int) -> bytes:
     with wave.open(buffer, "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
-        handle.setframerate(ema.WAV_RATE)
+        handle.setframerate(units.WAV_RATE)
         handle.writeframes(b"\x00\x00" * samples)
     return buffer.getvalue()
 
@@ -112,15 +119,15 @@ class CorpusBuilder:
         if wav:
             frames = values.shape[0] if wav_frames is None else wav_frames
             (base / "wav").mkdir(parents=True, exist_ok=True)
-            (base / "wav" / f"{utt_id}.wav").write_bytes(wav_bytes(frames * ema.SAMPLES_PER_FRAME))
+            (base / "wav" / f"{utt_id}.wav").write_bytes(wav_bytes(frames * units.SAMPLES_PER_FRAME))
         if lab:
-            ema.write_lab(base / "lab" / f"{utt_id}.lab", [(values.shape[0] / ema.FRAME_RATE, "sil")])
+            ema.write_lab(base / "lab" / f"{utt_id}.lab", [(values.shape[0] / units.FRAME_RATE, "sil")])
         return values
 
     def add_wav_only(self, speaker: str, utt_id: str, frames: int = 50) -> None:
         path = self.speaker_dir(speaker) / "wav" / f"{utt_id}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(wav_bytes(frames * ema.SAMPLES_PER_FRAME))
+        path.write_bytes(wav_bytes(frames * units.SAMPLES_PER_FRAME))
 
     def write_stats(self, speaker: str, columns: int = 14) -> np.ndarray:
         stats = np.column_stack([np.arange(columns) * 1.5, np.arange(columns) + 2.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from gestural.activation import activation_metrics, gesture_activity, raw_channel_floor, roc_auc_matrix
+from gestural.evaluation.activation import activation_metrics, gesture_activity, raw_channel_floor, roc_auc_matrix
 
 
 def test_gesture_activity_is_the_causal_sum_over_the_kernel_length():

@@ -12,10 +12,10 @@ import tarfile
 
 import pytest
 
-from gestural import archive as archive_module
-from gestural import progress as progress_module
-from gestural.archive import ArchiveError, safe_extract
-from gestural.params import MIB, ExtractLimits
+from gestural.core import progress as progress_module
+from gestural.core.params import MIB, ExtractLimits
+from gestural.data import archive as archive_module
+from gestural.data.archive import ArchiveError, safe_extract
 
 FILES = {
     "emadata/README.txt": b"EMA data\n",
@@ -251,8 +251,8 @@ def test_progress_is_a_few_log_lines_when_not_on_a_terminal(tmp_path, monkeypatc
     monkeypatch.setattr(archive_module, "PROGRESS_MIN_MEMBERS", 1)
     monkeypatch.setattr(progress_module, "QUIET_FOR_S", 0.0)  # as if the disk were slow
     archive = _write_tar(tmp_path / "ok.tgz", [_file(f"emadata/{i:03d}.ema", bytes(1000)) for i in range(300)])
-    with caplog.at_level(logging.INFO, logger="gestural.progress"):
+    with caplog.at_level(logging.INFO, logger="gestural.core.progress"):
         safe_extract(archive, tmp_path / "dest")
-    lines = [r.getMessage() for r in caplog.records if r.name == "gestural.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gestural.core.progress"]
     assert 5 <= len(lines) <= 11 and all("\r" not in line for line in lines)
     assert lines[-1].startswith("extracting ok.tgz: 293.0 KiB of 293.0 KiB (100 %)")

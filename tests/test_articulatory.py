@@ -11,8 +11,11 @@ import pytest
 from conftest import PROJECT_ROOT, tiny_synthetic_config
 from scipy.stats import rankdata
 
-from gestural import articulatory, ema
-from gestural.articulatory import (
+from gestural.core import units
+from gestural.core.params import ParamsError, load_params
+from gestural.data import ema
+from gestural.synthetic import articulatory
+from gestural.synthetic.articulatory import (
     GESTURE_NAMES,
     NEUTRAL,
     TV_NAMES,
@@ -23,11 +26,10 @@ from gestural.articulatory import (
     integrate,
     sensor_positions,
 )
-from gestural.ground_truth import load_activations, save_ground_truth
-from gestural.params import ParamsError, load_params
-from gestural.synthetic import synthetic_config, write_corpus
+from gestural.synthetic.generator import synthetic_config, write_corpus
+from gestural.synthetic.ground_truth import load_activations, save_ground_truth
 
-CHANNEL = {name: i for i, name in enumerate(ema.CHANNELS)}
+CHANNEL = {name: i for i, name in enumerate(units.CHANNELS)}
 
 
 def tiny_articulatory(**overrides):
@@ -70,7 +72,7 @@ def test_same_seed_gives_a_byte_identical_archive_and_another_seed_does_not(tmp_
 
 def test_activations_last_60_to_300_ms_and_overlap(recordings):
     rows = np.concatenate([r.activations for r in recordings])
-    milliseconds = (rows[:, 2] - rows[:, 1]) * 1000 / ema.FRAME_RATE
+    milliseconds = (rows[:, 2] - rows[:, 1]) * 1000 / units.FRAME_RATE
     assert milliseconds.min() >= 60 and milliseconds.max() <= 300
     assert 120 < milliseconds.mean() < 220
     counts = np.concatenate([activity(r).sum(axis=0) for r in recordings])
@@ -82,7 +84,7 @@ def test_activations_last_60_to_300_ms_and_overlap(recordings):
 def test_every_channel_moves_well_beyond_the_noise():
     quiet = generate(ArticulatoryConfig(noise_mm=0.0, drift_mm=0.0), ["fsyn0"], 20, seed=0)
     spread = np.concatenate([r.positions for r in quiet]).std(axis=0)
-    assert np.all(spread > 0.5), dict(zip(ema.CHANNELS, spread.round(2)))
+    assert np.all(spread > 0.5), dict(zip(units.CHANNELS, spread.round(2)))
     noisy = generate(ArticulatoryConfig(noise_mm=0.3, drift_mm=0.0), ["fsyn0"], 20, seed=0)
     residual = np.concatenate([n.positions - q.positions for n, q in zip(noisy, quiet)])
     assert residual.std() == pytest.approx(0.3, rel=0.05)
@@ -144,7 +146,7 @@ def test_lab_files_parse_and_cover_the_utterance(tmp_path):
             ends = [end for end, _ in segments]
             assert segments[0][1] == segments[-1][1] == "sil" and len(segments) >= 4
             assert all(b > a for a, b in zip(ends, ends[1:])) and ends[0] > 0
-            assert ends[-1] == pytest.approx(frames / ema.FRAME_RATE)
+            assert ends[-1] == pytest.approx(frames / units.FRAME_RATE)
             assert {label for _, label in segments} <= known and words.strip(".")
 
 

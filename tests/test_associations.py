@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gestural import ema
-from gestural.associations import (
+from gestural.core import units
+from gestural.data import ema
+from gestural.data.dataset import write_index
+from gestural.evaluation.associations import (
     AssociationTable,
     gesture_phone_associations,
     held_out_associations,
@@ -16,9 +18,8 @@ from gestural.associations import (
     phone_indicators,
     save_associations,
 )
-from gestural.dataset import write_index
-from gestural.export import ExportError
-from gestural.score_figures import gesture_phone_association_figure
+from gestural.evaluation.export import ExportError
+from gestural.figures.scores import gesture_phone_association_figure
 
 PHONES = ("p", "t", "k", "s", "l", "r", "w", "y")  # the events corpus: gesture g realises PHONES[g]
 WIN = 10
@@ -43,8 +44,8 @@ def planted_corpus(utterances: int = 12, seed: int = 0, *, spiky: bool = True):
             else:
                 scores[g, frame:frame + length] = rng.uniform(0.05, 0.1)
             frame += length
-            segments.append((frame / ema.FRAME_RATE, PHONES[g]))
-        segments.append((400 / ema.FRAME_RATE, "sil"))
+            segments.append((frame / units.FRAME_RATE, PHONES[g]))
+        segments.append((400 / units.FRAME_RATE, "sil"))
         scores[8, rng.integers(0, 400, size=6)] = rng.uniform(0.5, 1.0, size=6)
         scores += 0.01 * rng.random(scores.shape) * (rng.random(scores.shape) < 0.05)  # a faint haze
         scores[9] = 0.0

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import baseline_params
 
-from gestural.baseline import classical_factorization, fit_classical
-from gestural.cnmf import ConvNMF
-from gestural.metrics import convolve_scores, reconstruction_metrics
-from gestural.recovery import kernel_recovery
+from gestural.classical.cnmf import ConvNMF
+from gestural.core.metrics import convolve_scores, reconstruction_metrics
+from gestural.evaluation.classical import classical_factorization, fit_classical
+from gestural.evaluation.recovery import kernel_recovery
 
 C, L, P = 12, 8, 3
 

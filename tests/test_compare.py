@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gestural.compare import compare_experiments, kernel_set_dissimilarity, write_report
-from gestural.experiments import CompareError, experiments_from_exp_show, load_kernels, read_exp_show
+from gestural.cli.compare import compare_experiments, kernel_set_dissimilarity
+from gestural.cli.compare_report import write_report
+from gestural.cli.experiments import CompareError, experiments_from_exp_show, load_kernels, read_exp_show
 
 PARAMS = {"num_gestures": 100, "seed": 0, "device": "auto", "sparse": False, "train": {"lr": 0.003, "threads": 0}}
 

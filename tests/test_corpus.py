@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import PROJECT_ROOT
 
-from gestural import corpus, ema
-from gestural.archive import safe_extract
-from gestural.corpus import CorpusError, build_npy, data_metrics, fill_nan_runs
-from gestural.dataset import read_index
-from gestural.params import DataParams
+from gestural.core.params import DataParams
+from gestural.data import corpus, ema
+from gestural.data.archive import safe_extract
+from gestural.data.corpus import CorpusError, build_npy, data_metrics, fill_nan_runs
+from gestural.data.dataset import read_index
 
 BASE = DataParams(
     source="synthetic", url=None, sha256=None, archive=None, speakers=None, test_fraction=0.2, seed=0,
@@ -257,12 +257,12 @@ def test_rerun_replaces_the_output(corpus_builder, tmp_path):
 
 POOL_SCRIPT = """
 import os, signal, sys, time
-from gestural.worker_pool import pool_map
+from gestural.core.worker_pool import pool_map
 
 # A shell that runs the tests in the background starts its children with SIGINT ignored; the
 # stage at a terminal gets Python's KeyboardInterrupt, which is what this script stands for.
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from gestural.stage import run_stage
+from gestural.core.stage import run_stage
 
 def slow(seconds):
     os.write(1, f"{os.getpid()}\\n".encode())  # one write: lines of two workers do not interleave

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from gestural import download
-from gestural import progress as progress_module
-from gestural.download import DownloadError, copy_archive, fetch_url, sha256_of
-from gestural.progress import Progress
+from gestural.core import progress as progress_module
+from gestural.core.progress import Progress
+from gestural.data import download
+from gestural.data.download import DownloadError, copy_archive, fetch_url, sha256_of
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -217,9 +217,9 @@ def test_download_progress_is_a_line_per_tenth_in_a_log_and_a_bar_on_a_terminal(
     src.write_bytes(PAYLOAD)
     monkeypatch.setattr(download, "_CHUNK_BYTES", 10_000)  # 30 chunks
     monkeypatch.setattr(progress_module, "QUIET_FOR_S", 0.0)  # as if the network were slow
-    with caplog.at_level(logging.INFO, logger="gestural.progress"):
+    with caplog.at_level(logging.INFO, logger="gestural.core.progress"):
         fetch_url(src.as_uri(), tmp_path / "out" / "emadata.tgz")
-    lines = [r.getMessage() for r in caplog.records if r.name == "gestural.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gestural.core.progress"]
     assert len(lines) == 10 and all("\r" not in line for line in lines)
     assert lines[0].startswith("downloading emadata.tgz: 29.3 KiB of 293.0 KiB (10 %)")
     assert lines[-1].startswith("downloading emadata.tgz: 293.0 KiB of 293.0 KiB (100 %)")
@@ -234,12 +234,12 @@ def test_download_progress_is_a_line_per_tenth_in_a_log_and_a_bar_on_a_terminal(
         for _ in range(30):
             progress.update(10_000)
     assert "100%" in terminal.getvalue() and "\r" in terminal.getvalue()  # tqdm's bar
-    assert not [r for r in caplog.records if r.name == "gestural.progress"]
+    assert not [r for r in caplog.records if r.name == "gestural.core.progress"]
 
 
 def test_a_quick_download_logs_no_progress(tmp_path, caplog):
     src = tmp_path / "emadata.tgz"
     src.write_bytes(PAYLOAD)
-    with caplog.at_level(logging.INFO, logger="gestural.progress"):
+    with caplog.at_level(logging.INFO, logger="gestural.core.progress"):
         fetch_url(src.as_uri(), tmp_path / "out" / "emadata.tgz")
-    assert not [r for r in caplog.records if r.name == "gestural.progress"]
+    assert not [r for r in caplog.records if r.name == "gestural.core.progress"]

@@ -10,8 +10,9 @@ import wave
 import numpy as np
 import pytest
 
-from gestural import ema, est_track
-from gestural.ema import EmaFormatError
+from gestural.core import units
+from gestural.data import ema, est_track
+from gestural.data.ema import EmaFormatError
 
 
 def _table(frames=30, columns=20, seed=0):
@@ -20,9 +21,9 @@ def _table(frames=30, columns=20, seed=0):
 
 
 def test_constants_are_consistent():
-    assert len(ema.CHANNELS) == ema.NUM_CHANNELS == 12
-    assert len(ema.ARTICULATORS) * 2 == ema.NUM_CHANNELS
-    assert ema.SAMPLES_PER_FRAME * ema.FRAME_RATE == ema.WAV_RATE
+    assert len(units.CHANNELS) == units.NUM_CHANNELS == 12
+    assert len(units.ARTICULATORS) * 2 == units.NUM_CHANNELS
+    assert units.SAMPLES_PER_FRAME * units.FRAME_RATE == units.WAV_RATE
 
 
 # ---------------------------------------------------------------- nema
@@ -136,8 +137,8 @@ def test_est_ascii_round_trip(tmp_path, with_breaks):
     assert b"DataType ascii" in path.read_bytes()
     track = est_track.read_est_track(path)
     np.testing.assert_array_equal(track.values, values)
-    np.testing.assert_allclose(track.times, np.arange(10) / ema.FRAME_RATE)
-    assert track.channel_names == list(ema.CHANNELS)
+    np.testing.assert_allclose(track.times, np.arange(10) / units.FRAME_RATE)
+    assert track.channel_names == list(units.CHANNELS)
 
 
 def test_est_truncated_binary_refused(tmp_path):
@@ -346,7 +347,7 @@ def test_wav_num_frames(tmp_path):
     with wave.open(str(path), "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
-        handle.setframerate(ema.WAV_RATE)
+        handle.setframerate(units.WAV_RATE)
         handle.writeframes(np.zeros(1234, "<i2").tobytes())
     assert ema.wav_num_frames(path) == 1234
 

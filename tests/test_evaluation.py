@@ -12,21 +12,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import baseline_params, evaluate_params, train_config
+from conftest import baseline_params, evaluate_params, model_config, train_config
 
-from gestural import ema
-from gestural.baseline import fit_classical
-from gestural.batches import UtteranceStore
-from gestural.dataset import INDEX_COLUMNS, write_index
-from gestural.evaluation import (
-    COMPARED,
-    METRIC_KEYS,
-    EvaluateParams,
-    evaluate_factorization,
-    example_indices,
-    run_evaluation,
-)
-from gestural.evaluation_files import (
+from gestural.core import units
+from gestural.core.files import save_npy, write_json
+from gestural.core.metrics import convolve_scores
+from gestural.core.params import ParamsError
+from gestural.core.stage import run_stage
+from gestural.data.batches import UtteranceStore
+from gestural.data.dataset import INDEX_COLUMNS, write_index
+from gestural.evaluation.classical import fit_classical
+from gestural.evaluation.factorizations import HeldOutFactorization, neural_factorization
+from gestural.evaluation.files import (
     SUMMARY_KEYS,
     TIMING_KEYS,
     EvaluationFileError,
@@ -38,17 +35,20 @@ from gestural.evaluation_files import (
     read_planted,
     write_outputs,
 )
-from gestural.factorizations import Factorized, neural_factorization
-from gestural.ground_truth import save_ground_truth
-from gestural.io import save_npy, write_json
-from gestural.metrics import convolve_scores
-from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.model_io import save_model
-from gestural.params import ParamsError
-from gestural.planted import EvaluationError, PlantedTruth, planted_kernels_normalized, planted_truth
-from gestural.planted_recovery import recovery_metrics
-from gestural.recovery import kernel_recovery
-from gestural.stage import run_stage
+from gestural.evaluation.held_out import (
+    COMPARED,
+    METRIC_KEYS,
+    EvaluateParams,
+    evaluate_factorization,
+    example_indices,
+    run_evaluation,
+)
+from gestural.evaluation.planted import EvaluationError, PlantedTruth, planted_kernels_normalized, planted_truth
+from gestural.evaluation.planted_recovery import recovery_metrics
+from gestural.evaluation.recovery import kernel_recovery
+from gestural.model.file import save_model
+from gestural.model.network import GesturalAutoEncoder
+from gestural.synthetic.ground_truth import save_ground_truth
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 C, L, P = 12, 8, 3
@@ -164,13 +164,13 @@ def test_perfect_factorization_scores_one():
     order = [2, 0, 1]
     learned_kernels = np.concatenate([kernels[order], np.full((1, C, L), 1.0 / np.sqrt(C * L))])
     learned_scores = [np.concatenate([h[order], np.zeros((1, h.shape[1]))]) for h in scores]
-    factorized = Factorized(gesture_kernels=learned_kernels, baseline=baseline, scores=learned_scores,
+    factorized = HeldOutFactorization(gesture_kernels=learned_kernels, baseline=baseline, scores=learned_scores,
                             reconstructions=data, fit_seconds=1.5, inference_seconds=0.25)
     metrics, matching = evaluate_factorization(data, factorized, truth)
     assert set(METRIC_KEYS) <= set(metrics)
     assert metrics["variance_explained"] == pytest.approx(1.0)
     assert metrics["rmse"] == pytest.approx(0.0, abs=1e-7)
-    assert list(metrics["correlation_per_channel"]) == list(ema.CHANNELS)
+    assert list(metrics["correlation_per_channel"]) == list(units.CHANNELS)
     assert metrics["seqnmf_similarity"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["kernel_cosine"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["onset_f1"] == pytest.approx(1.0)
@@ -216,7 +216,7 @@ def test_a_kernel_never_switched_on_is_not_matched_to_a_planted_gesture():
 
 
 def test_neural_factorization_is_full_length_in_store_order():
-    config = ModelConfig(num_gestures=4, win_size=L, hidden=8)
+    config = model_config(num_gestures=4, win_size=L, hidden=8, peak_window=5, kernels="nonnegative", response_frames=0)
     torch.manual_seed(0)
     model = GesturalAutoEncoder(config).eval()
     kernels = np.concatenate([planted_kernels(), planted_kernels(1)[:1]])
@@ -317,7 +317,7 @@ def make_project(root: Path, *, model: bool = True, truth: bool = True) -> None:
     rows = [dict(utterance_id=u, speaker="spk", start=int(s), frames=n, ema="", wav="", lab="", split=sp)
             for u, s, n, sp in zip(ids, starts, lengths, splits)]
     write_index(normalized / "index.csv", rows, INDEX_COLUMNS + ("split",))
-    stats = {"channels": list(ema.CHANNELS), "low": low.tolist(), "high": (low + span).tolist()}
+    stats = {"channels": list(units.CHANNELS), "low": low.tolist(), "high": (low + span).tolist()}
     write_json(normalized / "stats.json", stats)
     if truth:
         events = [(i, p, t, h[p, t]) for i, h in enumerate(scores) for p, t in zip(*np.nonzero(h))]
@@ -366,7 +366,7 @@ def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
 
     with open(tmp_path / "plots" / "eval" / "per_channel_correlation.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["channel"] for r in rows] == list(ema.CHANNELS) and set(rows[0]) == {"channel", "neural", "classical"}
+    assert [r["channel"] for r in rows] == list(units.CHANNELS) and set(rows[0]) == {"channel", "neural", "classical"}
 
     out = tmp_path / "evaluation"
     with np.load(out / "classical.npz") as classical:

@@ -7,8 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from gestural import ema, export
-from gestural.export import GestureEvent, score_events
+from gestural.core import units
+from gestural.data import ema
+from gestural.evaluation import export
+from gestural.evaluation.export import GestureEvent, score_events
 
 L = 10
 PHONES = [(0.1, "sil"), (0.2, "p"), (0.35, "aa"), (0.5, "sil")]  # Festival (end_time, label)
@@ -129,7 +131,7 @@ def test_scores_npz_carries_its_time_axis(tmp_path):
     export.write_scores(tmp_path / "scores.npz", scores)
     back, times, rate = export.read_scores(tmp_path / "scores.npz")
     np.testing.assert_array_equal(back, scores)
-    assert rate == ema.FRAME_RATE and times.tolist() == [0.0, 0.005, 0.01, 0.015]
+    assert rate == units.FRAME_RATE and times.tolist() == [0.0, 0.005, 0.01, 0.015]
     assert not [p for p in tmp_path.iterdir() if p.name != "scores.npz"]  # no temporary file left
     np.savez(tmp_path / "other.npz", values=scores)  # an .npz without the scores format's keys
     with pytest.raises(export.ExportError, match="other.npz"):
@@ -148,7 +150,7 @@ def test_kernel_table_gives_millimetres_per_speaker(tmp_path):
     rows = export.read_kernel_table(tmp_path / "k.csv")
     assert len(rows) == 2 * 12 * 3 * 2
     row = next(r for r in rows if (r["gesture"], r["channel"], r["frame"], r["speaker"]) == (1, "tt_y", 2, "b"))
-    c = ema.CHANNELS.index("tt_y")
+    c = units.CHANNELS.index("tt_y")
     # A displacement: z-units per normalized unit (high - low) times mm per z-unit (std); no offsets.
     assert row["value_mm"] == pytest.approx(kernels[1, c, 2] * (high[c] - low[c]) * std_b[c], rel=1e-5)
     assert row["value_normalized"] == pytest.approx(kernels[1, c, 2], rel=1e-5) and row["time_ms"] == 10.0

@@ -11,12 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT, train_config
+from conftest import PROJECT_ROOT, model_config, train_config
 
-from gestural import cli, ema, est_track, export
-from gestural.factorize import FIGURE_FILES, OUTPUT_FILES, FactorizeError, Factorizer, find_lab
-from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.model_io import save_model
+from gestural.cli import main as cli
+from gestural.cli.factorize import FIGURE_FILES, OUTPUT_FILES, FactorizeError, FileFactorizer, find_lab
+from gestural.core import units
+from gestural.data import ema, est_track
+from gestural.evaluation import export
+from gestural.model.file import save_model
+from gestural.model.network import GesturalAutoEncoder
 
 LOW = np.linspace(-3.0, -2.0, 12)
 HIGH = np.linspace(2.0, 4.0, 12)
@@ -26,8 +29,9 @@ FRAMES = 60
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     torch.manual_seed(0)
-    model = GesturalAutoEncoder(ModelConfig(num_gestures=3, win_size=4, hidden=8))
-    normalization = {"channels": list(ema.CHANNELS), "low": LOW.tolist(), "high": HIGH.tolist(),
+    model = GesturalAutoEncoder(model_config(num_gestures=3, win_size=4, hidden=8, peak_window=5,
+                                                    kernels="nonnegative", response_frames=0))
+    normalization = {"channels": list(units.CHANNELS), "low": LOW.tolist(), "high": HIGH.tolist(),
                      "percentiles": [0.0, 100.0]}
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, model, dataclasses.asdict(train_config(num_gestures=3, win_size=4, hidden=8)), normalization)
@@ -73,7 +77,7 @@ def test_factorize_one_file_writes_every_output(tmp_path, model_path, capsys, es
     assert reconstruction.shape == (12, FRAMES) and reconstruction.dtype == np.float32
 
     # The model saw the data scaled with the saved low/high, and its outputs were saved as is.
-    factorizer = Factorizer.load(model_path, "cpu")
+    factorizer = FileFactorizer.load(model_path, "cpu")
     x = np.clip((values[:, :12] - LOW) / (HIGH - LOW), 0, 1).T
     expected_scores, expected_reconstruction = factorizer(x.astype(np.float32))
     np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
@@ -84,13 +88,13 @@ def test_factorize_one_file_writes_every_output(tmp_path, model_path, capsys, es
     assert metrics["lab"].endswith(os.path.join("lab", "utt_001.lab"))
     rmse = np.sqrt(np.mean((x - reconstruction) ** 2))
     assert metrics["reconstruction"]["rmse"] == pytest.approx(rmse, rel=1e-4)
-    assert set(metrics["reconstruction"]["correlation_per_channel"]) == set(ema.CHANNELS)
+    assert set(metrics["reconstruction"]["correlation_per_channel"]) == set(units.CHANNELS)
     assert metrics["sparsity"]["num_gestures_in_use"] == len(metrics["gestures_in_use"])
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
 def test_prepare_interpolates_short_gaps_and_refuses_long_ones(model_path, tmp_path):
-    factorizer = Factorizer.load(model_path, "cpu", max_nan_run=3)
+    factorizer = FileFactorizer.load(model_path, "cpu", max_nan_run=3)
     values = z_values()[:, :12].astype(np.float32)
     values[10:12, 4] = np.nan
     x, notes = factorizer.prepare(values, "a.ema")
@@ -103,7 +107,7 @@ def test_prepare_interpolates_short_gaps_and_refuses_long_ones(model_path, tmp_p
 
 
 def test_values_outside_the_training_range_are_clipped_and_counted(model_path):
-    factorizer = Factorizer.load(model_path, "cpu")
+    factorizer = FileFactorizer.load(model_path, "cpu")
     values = np.zeros((10, 12), dtype=np.float32)
     values[:5, 0] = 100.0
     x, notes = factorizer.prepare(values)
@@ -234,9 +238,9 @@ def test_a_fifo_is_refused_with_one_line_instead_of_blocking(tmp_path, model_pat
 
 
 def test_factorize_file_refuses_a_fifo_and_a_device(tmp_path, model_path):
-    from gestural.factorize import factorize_file
+    from gestural.cli.factorize import factorize_file
 
-    factorizer = Factorizer.load(model_path, "cpu")
+    factorizer = FileFactorizer.load(model_path, "cpu")
     fifo = tmp_path / "pipe.ema"
     os.mkfifo(fifo)
     with pytest.raises(FactorizeError, match="named pipe"):

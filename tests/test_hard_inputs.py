@@ -1,6 +1,6 @@
 """Hard inputs to the data stages: each is refused with ONE line naming the file or key, exit status 1.
 
-The table runs each adversarial case through :func:`gestural.stage.run_stage`, as the
+The table runs each adversarial case through :func:`gestural.core.stage.run_stage`, as the
 stage scripts do; the tests after it cover run_stage itself, the umask of outputs,
 params checks and safe model loading.
 """
@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PROJECT_ROOT, train_config
+from conftest import PROJECT_ROOT, model_config, train_config
 
-from gestural.archive import safe_extract
-from gestural.io import atomic_dir, atomic_path, current_umask
-from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.model_io import read_model_file, save_model
-from gestural.normalize import normalize_corpus
-from gestural.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params
-from gestural.stage import run_stage
-from gestural.synthetic import SyntheticConfig, synthetic_config
+from gestural.core.files import atomic_dir, atomic_path, current_umask
+from gestural.core.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params
+from gestural.core.stage import run_stage
+from gestural.data.archive import safe_extract
+from gestural.data.normalize import normalize_corpus
+from gestural.model.file import read_model_file, save_model
+from gestural.model.network import GesturalAutoEncoder
+from gestural.synthetic.generator import SyntheticConfig, synthetic_config
 
 
 def project_params() -> dict:
@@ -267,7 +267,7 @@ def test_every_top_level_key_of_the_project_params_is_known():
 
 
 def test_an_unknown_key_without_a_close_match_gets_no_suggestion(tmp_path):
-    from gestural.params import ParamsError
+    from gestural.core.params import ParamsError
 
     with pytest.raises(ParamsError) as caught:
         check_top_level({"data": {}, "zzzz": 1})
@@ -275,7 +275,8 @@ def test_an_unknown_key_without_a_close_match_gets_no_suggestion(tmp_path):
 
 
 def test_a_model_written_by_the_train_stage_loads_with_weights_only(tmp_path):
-    model = GesturalAutoEncoder(ModelConfig(num_gestures=4, win_size=5, hidden=8))
+    model = GesturalAutoEncoder(model_config(num_gestures=4, win_size=5, hidden=8, peak_window=5,
+                                                    kernels="nonnegative", response_frames=0))
     stats = {"channels": ["td_x"] * 12, "low": [0.0] * 12, "high": [1.0] * 12, "percentiles": [0.0, 100.0]}
     save_model(tmp_path / "model.pt", model, dataclasses.asdict(train_config()), stats)
     payload = read_model_file(tmp_path / "model.pt")

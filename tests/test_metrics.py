@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gestural.metrics import convolve_scores, factor_reconstructions, hoyer, reconstruction_metrics, score_sparsity
-from gestural.recovery import kernel_recovery, lag_tolerant_cosine, onset_f1, seqnmf_similarity
+from gestural.core.metrics import convolve_scores, factor_reconstructions, hoyer, reconstruction_metrics, score_sparsity
+from gestural.evaluation.recovery import kernel_recovery, lag_tolerant_cosine, onset_f1, seqnmf_similarity
 
 C, L = 12, 10
 

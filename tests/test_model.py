@@ -6,16 +6,17 @@ import math
 
 import pytest
 import torch
+from conftest import model_config
 
-from gestural import losses
-from gestural.model import GesturalAutoEncoder, ModelConfig
+from gestural.model import losses
+from gestural.model.network import GesturalAutoEncoder
 
 
 def tiny_model(**overrides) -> GesturalAutoEncoder:
-    settings = dict(num_gestures=3, win_size=4, hidden=8, peak_window=0)
+    settings = dict(num_gestures=3, win_size=4, hidden=8, peak_window=0, kernels="nonnegative", response_frames=0)
     settings.update(overrides)
     torch.manual_seed(0)
-    return GesturalAutoEncoder(ModelConfig(**settings))
+    return GesturalAutoEncoder(model_config(**settings))
 
 
 def test_an_impulse_reproduces_its_kernel_forward_in_time():
@@ -207,7 +208,7 @@ def test_keep_peaks_leaves_one_spike_per_window():
 ])
 def test_model_config_refuses_impossible_shapes(key, value, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**{key: value}).validate()
+        model_config(**{key: value}).validate()
 
 
 def test_encoder_sees_win_size_frames_on_both_sides():

@@ -10,9 +10,9 @@ import logging
 import numpy as np
 import pytest
 
-from gestural.dataset import CorpusFileError, NormalizedCorpus, write_index
-from gestural.normalize import NormalizeError, assign_splits, hash_fraction, normalize_corpus
-from gestural.params import DataParams
+from gestural.core.params import DataParams
+from gestural.data.dataset import CorpusFileError, NormalizedCorpus, write_index
+from gestural.data.normalize import NormalizeError, assign_splits, hash_fraction, normalize_corpus
 
 BASE = DataParams(
     source="synthetic", url=None, sha256=None, archive=None, speakers=None, test_fraction=0.25, seed=3,
@@ -208,7 +208,7 @@ def test_one_absurd_sample_leaves_the_rest_of_its_channel_intact(tmp_path, caplo
     glitched = {k: v.copy() for k, v in clean.items()}
     glitched["spk_007"][20, 0] = 1e30  # td_x; percentiles [0, 100] would make it `high`
     expected, _ = normalized_frames(tmp_path, "clean", clean)
-    with caplog.at_level(logging.WARNING, logger="gestural.normalize"):
+    with caplog.at_level(logging.WARNING, logger="gestural.data.normalize"):
         frames, stats = normalized_frames(tmp_path, "glitched", glitched)
 
     glitch = 7 * 50 + 20
@@ -227,7 +227,7 @@ def test_many_absurd_samples_are_summarized_in_one_warning(tmp_path, caplog):
     utterances = smooth_utterances()
     for i, channel in enumerate((0, 3, 5, 5, 11)):
         utterances[f"spk_{i:03d}"][10, channel] = -5e8 if i % 2 else 3e4
-    with caplog.at_level(logging.WARNING, logger="gestural.normalize"):
+    with caplog.at_level(logging.WARNING, logger="gestural.data.normalize"):
         _, stats = normalized_frames(tmp_path, "npy", utterances)
     assert stats["absurd_samples"]["count"] == 5
     [warning] = [r.getMessage() for r in caplog.records]

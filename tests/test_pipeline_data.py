@@ -16,9 +16,9 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, CorpusBuilder, tiny_synthetic_config
 
-from gestural.dataset import NormalizedCorpus, read_index
-from gestural.params import DataParams, ParamsError, load_params
-from gestural.synthetic import SyntheticConfig, synthetic_config, write_corpus
+from gestural.core.params import DataParams, ParamsError, load_params
+from gestural.data.dataset import NormalizedCorpus, read_index
+from gestural.synthetic.generator import SyntheticConfig, synthetic_config, write_corpus
 
 DATA_STAGES = ("download", "extract", "nema2npy", "normalize")
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, make_pipeline_repo, run_command, tiny_synthetic_config
 
-from gestural.associations import ASSOCIATION_FILE, load_associations
+from gestural.evaluation.associations import ASSOCIATION_FILE, load_associations
 
 PARAMS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
 # The effective kernels: win_size frames convolved with a response of response_frames.

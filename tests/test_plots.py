@@ -11,36 +11,37 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import train_config
+from conftest import model_config, train_config
 
-from gestural import ema
-from gestural.evaluation_files import read_channel_correlation
-from gestural.kinematics_figures import (
+from gestural.core import units
+from gestural.data import ema
+from gestural.data.scaling import to_corpus_units
+from gestural.evaluation.files import read_channel_correlation
+from gestural.figures.curves import channel_correlation_figure, learning_curves_figure
+from gestural.figures.kinematics import (
     gesture_paths_figure,
     gesture_traces_figure,
     neural_vs_classical_figure,
     planted_vs_learned_figure,
     reconstruction_figure,
 )
-from gestural.metric_figures import channel_correlation_figure, learning_curves_figure
-from gestural.model import GesturalAutoEncoder, ModelConfig
-from gestural.model_io import save_model
-from gestural.plot_stage import (
+from gestural.figures.scores import score_heatmap_figure
+from gestural.figures.style import (
+    ARTICULATOR_COLOURS,
+    CHANNEL_LABELS,
+    message_figure,
+    rank_gestures,
+    save_figure,
+)
+from gestural.figures.summary import (
     FIGURES,
     FigureInputError,
     FigureInputs,
     PlotParams,
     make_figures,
 )
-from gestural.plot_style import (
-    ARTICULATOR_COLOURS,
-    CHANNEL_LABELS,
-    message_figure,
-    rank_gestures,
-    save_figure,
-    to_corpus_units,
-)
-from gestural.score_figures import score_heatmap_figure
+from gestural.model.file import save_model
+from gestural.model.network import GesturalAutoEncoder
 
 RNG = np.random.default_rng(0)
 FRAMES = 120
@@ -265,8 +266,9 @@ def test_save_figure_writes_a_png(tmp_path):
 def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -> FigureInputs:
     """Hand-made outputs of the train and evaluate stages and a one-utterance corpus."""
     num_gestures = 4
-    model = GesturalAutoEncoder(ModelConfig(num_gestures=num_gestures, win_size=LENGTH, hidden=8))
-    normalization = {"channels": list(ema.CHANNELS), "low": [-2.0] * 12, "high": [2.0] * 12,
+    model = GesturalAutoEncoder(model_config(num_gestures=num_gestures, win_size=LENGTH, hidden=8, peak_window=5,
+                                                kernels="nonnegative", response_frames=0))
+    normalization = {"channels": list(units.CHANNELS), "low": [-2.0] * 12, "high": [2.0] * 12,
                      "ema_stats": {"spk": {"mean": [0.0] * 12, "std": [1.5] * 12}}}
     save_model(root / "models" / "model.pt", model,
                dataclasses.asdict(train_config(num_gestures=num_gestures, win_size=LENGTH, hidden=8)), normalization)
@@ -276,7 +278,7 @@ def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -
         "epoch,train_loss,train_reconstruction,test_reconstruction\n1,0.3,0.2,0.25\n2,0.2,0.1,0.15\n")
     (root / "plots" / "corr.csv").write_text(
         "channel,neural,classical\n"
-        + "".join(f"{c},0.9,{'' if i == 3 else 0.7}\n" for i, c in enumerate(ema.CHANNELS)))
+        + "".join(f"{c},0.9,{'' if i == 3 else 0.7}\n" for i, c in enumerate(units.CHANNELS)))
     evaluation = root / "evaluation"
     evaluation.mkdir()
     np.savez(evaluation / "classical.npz", gesture_kernels=kernels(num_gestures), baseline=np.zeros(12))
@@ -339,7 +341,7 @@ def test_read_channel_correlation_orders_by_channel_and_reads_blanks_as_nan(tmp_
 
 
 def test_plot_params_validate_the_section():
-    from gestural.params import ParamsError
+    from gestural.core.params import ParamsError
 
     assert PlotParams.from_params({}) == PlotParams()
     assert PlotParams.from_params({"plot": {"dpi": 80}}).dpi == 80

@@ -13,9 +13,9 @@ import torch
 import yaml
 from conftest import train_config
 
-from gestural.synthetic import SyntheticConfig, generate
-from gestural.train_config import TrainConfig
-from gestural.training import Trainer
+from gestural.synthetic.generator import SyntheticConfig, generate
+from gestural.training.config import TrainConfig
+from gestural.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

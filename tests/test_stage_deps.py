@@ -4,65 +4,25 @@ stage, and an edit to a module it never runs does not."""
 
 from __future__ import annotations
 
-import ast
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from imports import ROOT, import_closure, imported_modules, module_path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "src" / "gestural"
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# What a stage imports only to draw its TensorBoard figures: runs/ is no DVC output, so an edit
+# there must not rerun the stage.
+RUN_ONLY = {"train": "src/gestural/figures/"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Names of the gestural modules that ``path`` imports anywhere in its code."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    inside_package = path.parent == PACKAGE
-    found = set()
-    for node in _runtime_nodes(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names
-                         if alias.name.startswith("gestural.") and alias.name.count(".") >= 1)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 1 and inside_package:
-                base = node.module
-            elif node.level == 0 and node.module and (node.module == "gestural" or node.module.startswith("gestural.")):
-                base = node.module.partition(".")[2] or None
-            else:
-                continue
-            if base:
-                found.add(base.split(".")[0])
-            else:  # from . import plots / from gestural import plots
-                found.update(alias.name for alias in node.names)
-    return {name for name in found if (PACKAGE / f"{name}.py").is_file()}
+def closure_paths(script) -> set[str]:
+    return {str(module_path(name).relative_to(ROOT)) for name in import_closure(script)}
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node but those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            test = child.test if isinstance(child, ast.If) else None
-            if test is not None and ast.unparse(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-                todo.extend(child.orelse)
-                continue
-            todo.append(child)
-
-
-def import_closure(script: Path) -> set[str]:
-    """src/gestural/<name>.py paths (relative to the project) that running ``script`` can import."""
-    todo, seen = list(imported_modules(script)), set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        todo.extend(imported_modules(PACKAGE / f"{name}.py") - seen)
-    return {f"src/gestural/{name}.py" for name in seen}
+def needed_deps(name: str) -> set[str]:
+    needed = closure_paths(ROOT / stage_script(STAGES[name]))
+    return {path for path in needed if not (name in RUN_ONLY and path.startswith(RUN_ONLY[name]))}
 
 
 def stage_script(stage: dict) -> str:
@@ -78,17 +38,37 @@ def test_each_stage_depends_on_exactly_the_modules_it_imports(name):
     deps = {d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])}
     assert script in deps, f"{name}: {script} is not among its deps"
     listed = {d for d in deps if d.startswith("src/gestural/")}
-    needed = import_closure(ROOT / script)
+    needed = needed_deps(name)
     assert not needed - listed, f"dvc.yaml {name}: missing deps {sorted(needed - listed)}"
     assert not listed - needed, f"dvc.yaml {name}: deps it never imports {sorted(listed - needed)}"
 
 
 def test_the_closure_follows_function_level_and_package_relative_imports(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gestural.cnmf\n"
-                      "def main():\n    from gestural.stage import run_stage\n")
-    closure = import_closure(script)
-    assert "src/gestural/cnmf.py" not in closure  # annotations only
-    # stage.py imports params (and whatever params imports) only inside the package.
-    assert "src/gestural/stage.py" in closure
-    assert {f"src/gestural/{name}.py" for name in imported_modules(PACKAGE / "stage.py")} <= closure
+    script.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gestural.classical.cnmf\n"
+                      "def main():\n    from gestural.core.stage import run_stage\n"
+                      "    from gestural.data import ema\n")
+    closure = closure_paths(script)
+    assert "src/gestural/classical/cnmf.py" not in closure  # annotations only
+    assert {"src/gestural/core/stage.py", "src/gestural/data/ema.py"} <= closure
+    # what stage.py imports inside the package comes along
+    assert {str(module_path(name).relative_to(ROOT)) for name in imported_modules(module_path("core.stage"))} <= closure
+
+
+def test_the_training_and_evaluation_stages_do_not_depend_on_how_figures_look():
+    for name in ("train", "evaluate"):
+        figures = sorted(path for path in needed_deps(name) if path.startswith("src/gestural/figures/"))
+        assert not figures, f"{name} would rerun after a figure edit: it depends on {figures}"
+    # the train stage draws TensorBoard figures, and only from the stage script
+    assert any(path.startswith("src/gestural/figures/") for path in closure_paths(ROOT / "stages/train.py"))
+    assert not any(path.startswith("src/gestural/figures/") for path in closure_paths(module_path("training.trainer")))
+
+
+def test_the_train_stage_params_are_every_training_setting_but_the_run_only_knobs():
+    from dataclasses import fields
+
+    from gestural.training.config import RUN_ONLY, TOP_LEVEL, TrainConfig
+
+    expected = {key if key in TOP_LEVEL else f"train.{key}" for key in (f.name for f in fields(TrainConfig))
+                if key not in RUN_ONLY}
+    assert set(STAGES["train"]["params"]) == expected

@@ -13,10 +13,10 @@ import torch
 import yaml
 from conftest import PROJECT_ROOT, train_config
 
-from gestural.dataset import INDEX_COLUMNS, write_index
-from gestural.io import save_npy, write_json
-from gestural.model_io import save_model
-from gestural.stage import run_stage
+from gestural.core.files import save_npy, write_json
+from gestural.core.stage import run_stage
+from gestural.data.dataset import INDEX_COLUMNS, write_index
+from gestural.model.file import save_model
 
 CHANNELS = 12
 
@@ -106,7 +106,7 @@ def test_data_shorter_than_a_kernel_is_one_line(tmp_path, monkeypatch, capsys):
 def test_a_model_of_another_shape_to_continue_from_is_one_line(tmp_path, monkeypatch, capsys):
     other = tmp_path / "other.pt"
     config = train_config(num_gestures=5, win_size=6, hidden=8)
-    from gestural.model import GesturalAutoEncoder
+    from gestural.model.network import GesturalAutoEncoder
 
     save_model(other, GesturalAutoEncoder(config.model_config()), dataclasses.asdict(config), {})
     make_project(tmp_path, train_key("init", str(other)))
@@ -142,7 +142,7 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_ctrl_c_exits_quietly_with_the_checkpoint_intact_and_a_rerun_resumes(tmp_path, monkeypatch, capsys, caplog):
     make_project(tmp_path, top("epochs", 3))
-    from gestural import training
+    from gestural.training import trainer as training
 
     original = training.Trainer._save_checkpoint
 
@@ -165,7 +165,8 @@ def test_ctrl_c_exits_quietly_with_the_checkpoint_intact_and_a_rerun_resumes(tmp
 
 def test_an_edit_to_the_code_starts_fresh(tmp_path, monkeypatch, caplog):
     make_project(tmp_path, top("epochs", 3))
-    from gestural import checkpoint, training
+    from gestural.training import checkpoint
+    from gestural.training import trainer as training
 
     original = training.Trainer._save_checkpoint
 

@@ -12,15 +12,15 @@ import torch
 import yaml
 from conftest import train_config
 
-from gestural.batches import UtteranceStore
-from gestural.devices import resolve_device
-from gestural.evaluation import evaluate_model
-from gestural.model_io import load_model
-from gestural.params import ParamsError
-from gestural.recovery import kernel_recovery
-from gestural.synthetic import SyntheticConfig, generate
-from gestural.train_config import TrainConfig
-from gestural.train_outputs import (
+from gestural.core.devices import resolve_device
+from gestural.core.params import ParamsError
+from gestural.data.batches import UtteranceStore
+from gestural.evaluation.held_out import evaluate_model
+from gestural.evaluation.recovery import kernel_recovery
+from gestural.model.file import load_model
+from gestural.synthetic.generator import SyntheticConfig, generate
+from gestural.training.config import TrainConfig
+from gestural.training.outputs import (
     CONVERGED_CHANGE,
     CONVERGENCE_EPOCHS,
     EpochRecord,
@@ -30,7 +30,7 @@ from gestural.train_outputs import (
     write_learning_curve,
     write_training_outputs,
 )
-from gestural.training import Trainer, TrainingDataError
+from gestural.training.trainer import Trainer, TrainingDataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,9 +141,10 @@ def test_outputs_are_written_and_the_model_loads_alone(planted_problem, tmp_path
                            tmp_path / "curve.csv", tmp_path / "timing.json")
     gestures = np.load(tmp_path / "models" / "gestures.npy")
     assert gestures.shape == (16, 12, 10) and gestures.dtype == np.float32 and (gestures >= 0).all()
-    model, payload = load_model(tmp_path / "models" / "model.pt")
-    torch.testing.assert_close(model.decoder.gesture_kernels, torch.from_numpy(gestures))
-    assert payload["normalization"] == normalization
+    loaded = load_model(tmp_path / "models" / "model.pt")
+    torch.testing.assert_close(loaded.model.decoder.gesture_kernels, torch.from_numpy(gestures))
+    assert loaded.normalization == normalization
+    assert loaded.settings["num_gestures"] == config.num_gestures
     metrics = json.loads((tmp_path / "train.json").read_text())
     assert set(metrics) == {"test_reconstruction", "gestures_in_use"}
     timing = json.loads((tmp_path / "timing.json").read_text())

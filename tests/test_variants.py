@@ -14,11 +14,11 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 
-from gestural.articulatory import GESTURE_NAMES, ArticulatoryConfig, generate
-from gestural.batches import UtteranceStore
-from gestural.evaluation import evaluate_model
-from gestural.train_config import TrainConfig
-from gestural.training import Trainer
+from gestural.data.batches import UtteranceStore
+from gestural.evaluation.held_out import evaluate_model
+from gestural.synthetic.articulatory import GESTURE_NAMES, ArticulatoryConfig, generate
+from gestural.training.config import TrainConfig
+from gestural.training.trainer import Trainer
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
              "device")

@@ -1,8 +1,8 @@
-"""``python -m gestural``: the command line of :mod:`gestural.cli`."""
+"""``python -m gestural``: the command line of :mod:`gestural.cli.main`."""
 
 import sys
 
-from gestural.cli import main
+from gestural.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

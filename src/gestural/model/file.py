@@ -1,0 +1,127 @@
+"""``model.pt``: the one writer and reader of a trained model's file.
+
+The file holds plain data only (tensors, dicts, lists, numbers), so that it loads with
+``torch.load(weights_only=True)``: it may come from anyone (``train.init: path/to/model.pt``),
+and a full unpickle would run whatever code it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gestural.core.files import save_torch
+from gestural.model.network import GesturalAutoEncoder, ModelConfig
+
+MODEL_FORMAT = "gestural-model/1"
+# Settings a model must share with another to take its weights.
+SHAPE_KEYS = ("num_gestures", "win_size", "num_channels", "hidden", "model")
+
+
+class ModelFileError(ValueError):
+    """A model file that is not one, is truncated, unsafe, or of another shape."""
+
+
+def save_model(path: str | Path, model: GesturalAutoEncoder, settings: dict, normalization: dict) -> None:
+    """Write ``model.pt`` atomically and byte-stably: the weights, the model's config, the
+    training settings that made it and the normalization of its input."""
+    save_torch(path, {
+        "format": MODEL_FORMAT,
+        "model_config": dataclasses.asdict(model.config),
+        "train_config": dict(settings),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalization": normalization,
+    })
+
+
+def read_model_file(path: str | Path, map_location="cpu") -> dict:
+    """The payload of a ``model.pt``, with a one-line error if it is not one.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ModelFileError
+        Unreadable, truncated, holding Python objects, or without weights and config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt or unsafe file
+        raise ModelFileError(f"{path}: {_load_problem(error)}") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "model_config" not in payload:
+        raise ModelFileError(f"{path}: not a gestural model file (no state_dict / model_config)")
+    if payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: model file format {payload.get('format')!r}, this version reads "
+                             f"{MODEL_FORMAT!r}; retrain it (`dvc repro train`)")
+    return payload
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A trained model as its file holds it.
+
+    Attributes
+    ----------
+    model : GesturalAutoEncoder
+        In eval mode, on the device asked for.
+    normalization : dict
+        The normalize stage's ``stats.json`` of the data it was trained on (``low``, ``high``
+        per channel, ``ema_stats`` where known); empty when the file has none.
+    settings : dict
+        The training settings that made it (``TrainConfig`` as a dict).
+    """
+
+    model: GesturalAutoEncoder
+    normalization: dict
+    settings: dict
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a trained model from ``model.pt`` with its normalization and settings.
+
+    Raises
+    ------
+    FileNotFoundError, ModelFileError
+        As :func:`read_model_file`; also a file of another format version, or whose config or
+        weights do not fit this version's model.
+    """
+    payload = read_model_file(path)
+    try:
+        model = GesturalAutoEncoder(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: does not fit this version's model "
+                             f"({str(error).splitlines()[0][:200]})") from None
+    return LoadedModel(model.to(device).eval(), dict(payload.get("normalization") or {}),
+                       dict(payload.get("train_config") or {}))
+
+
+def load_weights_(model: GesturalAutoEncoder, path: str | Path) -> None:
+    """Copy a trained model's weights into ``model``; refuse a model of another shape."""
+    payload = read_model_file(path)
+    theirs = payload["model_config"]
+    for key in SHAPE_KEYS:
+        if theirs.get(key) != getattr(model.config, key):
+            raise ModelFileError(
+                f"{path} was trained with {key}={theirs.get(key)!r} but params.yaml asks for "
+                f"{key}={getattr(model.config, key)!r}; the model shapes must match to continue from it")
+    model.load_state_dict(payload["state_dict"])
+
+
+def _load_problem(error: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``; torch's own message is a
+    page of advice that ends by suggesting ``weights_only=False``, which we never want."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    blocked = next((line for line in lines if "GLOBAL" in line), None)
+    if blocked is not None:
+        return (f"refused: it holds Python objects, not only tensors and plain data ({blocked}); "
+                "loading it could run code from the file")
+    detail = next((line for line in reversed(lines) if "Unsupported" in line), lines[0] if lines else "")
+    detail = detail.split(". ")[0][:200] if detail else type(error).__name__
+    return f"not a readable model file, or truncated ({type(error).__name__}: {detail})"
