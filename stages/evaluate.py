@@ -46,8 +46,12 @@ def main() -> int:
     def show(value) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    for key in ("variance_explained", "rmse", "activation_auc", "seqnmf_similarity", "kernel_cosine", "onset_f1"):
+    for key in ("variance_explained", "rmse", "activation_auc", "seqnmf_similarity", "kernel_cosine", "onset_f1",
+                "score_iou", "score_onset_f1", "score_on_per_frame"):
         print(f"evaluate: {key:20s} neural {show(neural[key])}  classical {show(classical[key])}")
+    if neural["planted_on_per_frame"] is not None:
+        print(f"evaluate: {'planted_on_per_frame':20s} {show(neural['planted_on_per_frame'])} (exported score: "
+              f"score_* above; the example's boxes: plots/figures/gestural_score.png)")
     floor = result.metrics.get("raw_channels")
     if floor:
         print(f"evaluate: {'activation_auc':20s} raw channels (floor) {show(floor['activation_auc'])}")

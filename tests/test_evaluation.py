@@ -22,6 +22,7 @@ from gestural.core.stage import run_stage
 from gestural.data.batches import UtteranceStore
 from gestural.data.dataset import INDEX_COLUMNS, write_index
 from gestural.evaluation.classical import fit_classical
+from gestural.evaluation.export import read_events
 from gestural.evaluation.factorizations import HeldOutFactorization, neural_factorization
 from gestural.evaluation.files import (
     SUMMARY_KEYS,
@@ -275,7 +276,8 @@ def evaluate_section(**baseline) -> dict:
     base = dict(max_iter=15, transform_iter=10, tol=1e-4, transform_tol=1e-4, lambda_l1_scores=0.0,
                 lambda_l1_kernels=0.0, lambda_xortho=0.0, max_train_frames=None)
     base.update(baseline)
-    return {"batch_size": 4, "onset_tolerance": 2, "onset_relative_height": 0.1, "examples": 3, "baseline": base}
+    return {"batch_size": 4, "onset_tolerance": 2, "score_tolerance": 5,
+            "onset_relative_height": 0.1, "examples": 3, "baseline": base}
 
 
 def test_params_are_validated_with_the_key_named():
@@ -348,8 +350,9 @@ def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
     assert stage_main()() == 0
     # eval.json: the figures of merit only, so that `dvc metrics diff` reads well.
     summary = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    assert set(summary) == {"neural", "classical", "raw_channels"}
+    assert set(summary) == {"neural", "classical", "raw_channels", "planted"}
     assert set(summary["neural"]) == set(SUMMARY_KEYS)
+    assert 0 < summary["planted"]["on_per_frame"] and 0 <= summary["neural"]["score_iou"] <= 1
     assert 0.5 <= summary["raw_channels"]["activation_auc"] <= 1.0
     # evaluation/details.json: everything else, timings aside.
     metrics = json.loads((tmp_path / "evaluation" / "details.json").read_text())
@@ -386,6 +389,16 @@ def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
     in_use = metrics["neural"]["num_gestures_in_use"]
     assert len(matching["neural"]["kernel_recovery"]) == min(P, in_use) and len(matching["classical"]["seqnmf"]) == P
     assert "neural" in capsys.readouterr().out
+    # the exported gestural score: the intervals the example TextGrids hold, and the matching
+    scores = json.loads((out / "gestural_scores.json").read_text())
+    assert [e["id"] for e in scores["examples"]] == ["spk_006", "spk_007", "spk_005"]
+    assert [p for p, _, _ in scores["pairs"]["neural"]] and len(scores["planted_names"]) == P
+    for example in scores["examples"]:
+        rows = read_events(out / "examples" / example["id"] / "events.csv")
+        rate = units.FRAME_RATE
+        exported = sorted((r["gesture"], round(r["onset_s"] * rate), round(r["offset_s"] * rate))
+                          for r in rows)
+        assert exported == sorted(tuple(interval) for interval in example["neural"])
 
 
 def test_stage_without_ground_truth_skips_recovery(tmp_path, monkeypatch):

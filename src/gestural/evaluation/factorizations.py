@@ -54,6 +54,8 @@ class HeldOutFactorization:
     inference_seconds: float = math.nan
     extra: dict = field(default_factory=dict)
     activity_frames: int = 0  # frames a score acts over directly (0: the kernel length)
+    intervals: list = field(default_factory=list)  # exported (gesture, onset, offset) per utterance, when scored
+    score_pairs: list = field(default_factory=list)  # (planted, learned) pairs of the exported-score matching
 
 
 def store_utterances(store: UtteranceStore) -> list[np.ndarray]:

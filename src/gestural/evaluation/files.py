@@ -40,6 +40,8 @@ __all__ = [
     "EXAMPLES_FILE",
     "MATCHING_FILE",
     "PLANTED_FILE",
+    "GESTURAL_SCORES_FILE",
+    "read_gestural_scores",
     "EvaluationFileError",
     "EvaluationResult",
     "read_channel_correlation",
@@ -60,13 +62,16 @@ EXAMPLES_FILE = "examples.npz"
 MATCHING_FILE = "matching.json"
 DETAILS_FILE = "details.json"
 PLANTED_FILE = "planted.npz"
+GESTURAL_SCORES_FILE = "gestural_scores.json"
 
 # What metrics/eval.json keeps of each method: the figures of merit, so that `dvc metrics diff`
 # and `dvc exp show` compare results. Everything (per-channel r, timings, per-gesture AUCs)
 # is in evaluation/details.json.
 SUMMARY_KEYS = ("variance_explained", "activation_auc", "seqnmf_similarity", "kernel_cosine", "onset_f1",
-                "hoyer_across_time", "gestures_in_use", "distinct_gestures", "elbo_per_frame")
-CLASSICAL_SUMMARY_KEYS = ("variance_explained", "activation_auc", "kernel_cosine")
+                "hoyer_across_time", "gestures_in_use", "distinct_gestures", "elbo_per_frame",
+                "score_iou", "score_onset_f1", "score_on_per_frame")
+CLASSICAL_SUMMARY_KEYS = ("variance_explained", "activation_auc", "kernel_cosine",
+                          "score_iou", "score_onset_f1", "score_on_per_frame")
 # Differ on every run: kept out of the DVC outputs, so that a rerun's are byte-identical.
 TIMING_KEYS = ("fit_seconds", "inference_seconds")
 # Per-example arrays of examples.npz (``<name>_<i>``) that read_examples returns.
@@ -92,6 +97,7 @@ class EvaluationResult:
     neural_scores: list[np.ndarray] = field(default_factory=list)  # (K, T_i) per held-out utterance
     neural_in_use: list[bool] = field(default_factory=list)  # K flags: the gestures num_gestures_in_use counts
     win_size: int = 0  # the network's kernel length
+    gestural_scores: dict | None = None  # evaluation/gestural_scores.json (ground truth only)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -129,6 +135,8 @@ def write_outputs(result: EvaluationResult, *, metrics_path: str | os.PathLike, 
         (tmp / DETAILS_FILE).write_text(json.dumps(details, indent=2) + "\n")
         if result.planted_kernels is not None:
             np.savez(tmp / PLANTED_FILE, kernels=result.planted_kernels)
+        if result.gestural_scores is not None:
+            (tmp / GESTURAL_SCORES_FILE).write_text(json.dumps(result.gestural_scores, indent=1) + "\n")
 
     def cell(value) -> str:
         return "" if value is None else f"{value:.6f}"
@@ -151,6 +159,7 @@ def summary_metrics(metrics: dict) -> dict:
         "neural": {key: metrics["neural"].get(key) for key in SUMMARY_KEYS},
         "classical": {key: metrics["classical"].get(key) for key in CLASSICAL_SUMMARY_KEYS},
         "raw_channels": {"activation_auc": floor["activation_auc"] if floor else None},
+        "planted": {"on_per_frame": metrics["neural"].get("planted_on_per_frame")},
     }
 
 
@@ -317,3 +326,24 @@ def read_planted(path: str | os.PathLike) -> np.ndarray | None:
     path = Path(path)
     # Written only with ground truth: absence is a result, not an error.
     return _read_npz(path).get("kernels") if path.is_file() else None
+
+
+def read_gestural_scores(path: str | os.PathLike) -> dict | None:
+    """``gestural_scores.json`` (planted names, the exported-score matching of each method, and
+    the example utterances' planted and exported intervals); None when absent (no ground truth).
+
+    Raises
+    ------
+    EvaluationFileError
+        The file is unreadable or not the evaluate stage's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise EvaluationFileError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(data, dict) or not {"planted_names", "pairs", "examples"} <= set(data):
+        raise EvaluationFileError(f"{path}: not the evaluate stage's gestural scores (planted_names, pairs, examples)")
+    return data

@@ -42,6 +42,7 @@ from gestural.evaluation.files import EvaluationResult
 from gestural.evaluation.planted import EvaluationError, PlantedTruth, planted_truth
 from gestural.evaluation.planted_recovery import recovery_metrics
 from gestural.evaluation.recovery import distinct_gestures
+from gestural.evaluation.score_match import SCORE_KEYS, exported_intervals, gestural_score_metrics, planted_intervals
 from gestural.model.file import ModelFileError, load_model
 from gestural.model.network import GesturalAutoEncoder
 from gestural.synthetic.ground_truth import has_planted_kernels, load_activations
@@ -62,7 +63,7 @@ METRIC_KEYS = (
     "l1", "rmse", "variance_explained", "correlation_mean", "correlation_per_channel",
     "hoyer_across_gestures", "hoyer_across_time", "gestures_in_use", "num_gestures_in_use", "distinct_gestures",
     "seqnmf_similarity", "kernel_cosine", "onset_f1", "onset_precision", "onset_recall",
-    "activation_auc", "activation_auc_lagged", "elbo_per_frame", "fit_seconds", "inference_seconds",
+    "activation_auc", "activation_auc_lagged", "elbo_per_frame", "fit_seconds", "inference_seconds", *SCORE_KEYS,
 )
 # Metrics where higher is better, compared in ``neural_beats_classical``.
 COMPARED = ("variance_explained", "activation_auc", "seqnmf_similarity", "kernel_cosine")
@@ -82,6 +83,8 @@ class EvaluateParams:
         Held-out utterances per padded batch of the network.
     onset_tolerance : int
         A peak within this many frames of a planted onset counts as a hit.
+    score_tolerance : int
+        An exported interval boundary within this many frames of a planted one counts as a hit.
     onset_relative_height : float
         Peaks of a learned score trace lower than this fraction of its maximum over the
         test set are ignored.
@@ -94,6 +97,7 @@ class EvaluateParams:
     seed: int
     batch_size: int
     onset_tolerance: int
+    score_tolerance: int
     onset_relative_height: float
     examples: int
     baseline: BaselineParams
@@ -119,6 +123,7 @@ class EvaluateParams:
             seed=seed,
             batch_size=section.integer("batch_size", minimum=1),
             onset_tolerance=section.integer("onset_tolerance", minimum=0),
+            score_tolerance=section.integer("score_tolerance", minimum=0),
             onset_relative_height=section.number("onset_relative_height", low=0.0, high=1.0, open_high=True),
             examples=section.integer("examples", minimum=0),
             baseline=BaselineParams.from_section(baseline),
@@ -129,7 +134,7 @@ class EvaluateParams:
 
 def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOutFactorization,
                            truth: PlantedTruth | None = None, *, channels: Sequence[str] = units.CHANNELS,
-                           onset_tolerance: int = 2, onset_relative_height: float = 0.1,
+                           onset_tolerance: int = 2, onset_relative_height: float = 0.1, score_tolerance: int = 5,
                            device="cpu", activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None]:
     """Score one method's factorization of the held-out utterances.
 
@@ -144,7 +149,7 @@ def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOut
         Planted gesture activity (both synthetic corpora); without it ``activation_auc`` is None.
     channels : sequence of str
         Names for the per-channel correlations.
-    onset_tolerance, onset_relative_height
+    onset_tolerance, onset_relative_height, score_tolerance
         See :class:`EvaluateParams`.
     device : str or torch.device
         Where the seqNMF similarity is computed.
@@ -185,9 +190,14 @@ def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOut
         "fit_seconds": factorized.fit_seconds,
         "inference_seconds": factorized.inference_seconds,
     }
+    metrics.update(dict.fromkeys(SCORE_KEYS))
     if activations is not None:
         frames = factorized.activity_frames or factorized.gesture_kernels.shape[-1]
         metrics.update(activation_metrics(activations, factorized.scores, frames))
+        factorized.intervals = [exported_intervals(scores, frames) for scores in factorized.scores]
+        score_metrics, factorized.score_pairs = gestural_score_metrics(
+            activations, factorized.intervals, factorized.scores, tolerance=score_tolerance)
+        metrics.update(score_metrics)
     matching = None
     if truth is not None:
         recovery, matching = recovery_metrics(truth, factorized.gesture_kernels, factorized.scores,
@@ -200,7 +210,7 @@ def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOut
 
 def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: PlantedTruth | None = None, *,
                    batch_size: int = 64, channels: Sequence[str] = units.CHANNELS, onset_tolerance: int = 2,
-                   onset_relative_height: float = 0.1,
+                   onset_relative_height: float = 0.1, score_tolerance: int = 5,
                    activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None, HeldOutFactorization]:
     """Evaluate the network on the utterances of ``store`` (full length, masked batches).
 
@@ -213,6 +223,7 @@ def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: Pla
     metrics, matching = evaluate_factorization(store_utterances(store), factorized, truth, channels=channels,
                                                onset_tolerance=onset_tolerance,
                                                onset_relative_height=onset_relative_height, device=store.device,
+                                               score_tolerance=score_tolerance,
                                                activations=activations)
     return metrics, matching, factorized
 
@@ -308,7 +319,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     lengths = [u.shape[1] for u in test_utterances]
     say(f"{len(test_utterances)} held-out utterances ({sum(lengths)} frames) on {device}")
 
-    truth, activations = None, None
+    truth, activations, names = None, None, []
     if truth_path is not None and Path(truth_path).is_file():
         try:
             names, activations = load_activations(truth_path, test_ids, lengths)
@@ -319,7 +330,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
             truth = planted_truth(truth_path, test_ids, lengths, corpus.stats)
     else:
         say(f"no ground truth ({truth_path} absent): recovery metrics skipped")
-    scoring = dict(channels=channels, onset_tolerance=params.onset_tolerance,
+    scoring = dict(channels=channels, onset_tolerance=params.onset_tolerance, score_tolerance=params.score_tolerance,
                    onset_relative_height=params.onset_relative_height, activations=activations)
     classical_scoring = dict(scoring, device=device)
     floor = raw_channel_floor(activations, test_utterances, model.config.win_size) if activations is not None else None
@@ -374,6 +385,12 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
         if truth is not None:
             examples[f"planted_scores_{n}"] = truth.scores[i].astype(np.float32)
 
+    gestural_scores = None if activations is None else json_safe({
+        "planted_names": names,
+        "pairs": {"neural": neural.score_pairs, "classical": classical.score_pairs},
+        "examples": [{"id": test_ids[i], "frames": lengths[i], "planted": planted_intervals(activations[i]),
+                      "neural": neural.intervals[i], "classical": classical.intervals[i]} for i in chosen],
+    })
     matching = json_safe({
         "ground_truth": truth is not None,
         "planted_kernels": truth.kernels.tolist() if truth is not None else None,
@@ -386,4 +403,4 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
                             examples=examples, matching=matching,
                             planted_kernels=None if truth is None else truth.kernels.astype(np.float32),
                             test_ids=list(test_ids), neural_scores=neural.scores, neural_in_use=neural_in_use,
-                            win_size=config.win_size)
+                            win_size=config.win_size, gestural_scores=gestural_scores)

@@ -22,6 +22,7 @@ from gestural.core.units import FRAME_RATE
 from gestural.figures.style import as_array, message_figure, new_figure
 
 __all__ = [
+    "draw_phones",
     "draw_scores",
     "score_heatmap_figure",
     "gesture_phone_association_figure",
@@ -64,7 +65,7 @@ def _max_pool_columns(scores: np.ndarray, frame_rate: float) -> tuple[np.ndarray
     return padded.reshape(scores.shape[0], -1, width).max(axis=2), width / frame_rate
 
 
-def _draw_phones(ax_strip, ax_scores, phones, duration: float, axes_width_inches: float) -> None:
+def draw_phones(ax_strip, ax_scores, phones, duration: float, axes_width_inches: float) -> None:
     """Phone boundaries on the score axes and labels in the strip above, staggered when crowded."""
     segments = [s for s in _phone_segments(phones) if s[0] < duration]
     seconds_per_inch = duration / max(axes_width_inches, 1e-6)
@@ -179,7 +180,7 @@ def score_heatmap_figure(scores, *, phones: Sequence[tuple[float, str]] | None =
     figure = new_figure(width, height)
     if phones:
         ax_strip, ax = figure.subplots(2, 1, sharex=True, height_ratios=[1, 6])
-        _draw_phones(ax_strip, ax, phones, frames / frame_rate, axes_width_inches=width * 0.85)
+        draw_phones(ax_strip, ax, phones, frames / frame_rate, axes_width_inches=width * 0.85)
     else:
         ax_strip, ax = None, figure.subplots()
     heatmap_inches = height * (6 / 7 if phones else 1.0) - 1.3  # less title, time axis and phone strip

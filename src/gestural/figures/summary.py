@@ -26,16 +26,19 @@ from gestural.evaluation.export import ExportError, row_phones
 from gestural.evaluation.files import (
     CLASSICAL_FILE,
     EXAMPLES_FILE,
+    GESTURAL_SCORES_FILE,
     MATCHING_FILE,
     PLANTED_FILE,
     EvaluationFileError,
     read_channel_correlation,
     read_classical,
     read_examples,
+    read_gestural_scores,
     read_matching,
     read_planted,
 )
 from gestural.figures.curves import channel_correlation_figure, learning_curves_figure
+from gestural.figures.gestural_score import gestural_score_figure
 from gestural.figures.kinematics import (
     gesture_paths_figure,
     gesture_traces_figure,
@@ -61,6 +64,7 @@ FIGURES: tuple[str, ...] = (
     "planted_vs_learned.png",
     "neural_vs_classical.png",
     "gesture_phone_association.png",
+    "gestural_score.png",
 )
 
 
@@ -195,6 +199,20 @@ def _typical_amplitudes(scores: list[np.ndarray], num_gestures: int) -> np.ndarr
 # ------------------------------------------------------------------------------ driver
 
 
+def _gestural_score_figure(gestural_scores: dict | None, example: dict | None, phones):
+    """Planted and exported (TextGrid) gestural score of the example utterance, as boxes."""
+    title = "Gestural score: planted vs exported"
+    if gestural_scores is None:
+        return message_figure("No ground truth: the corpus is not synthetic, so there is no planted gestural "
+                              "score to compare with.", title=title)
+    chosen = next((e for e in gestural_scores["examples"] if example and e["id"] == example["id"]), None)
+    if chosen is None:
+        return message_figure("No example utterance to draw (evaluate.examples is 0).", title=title)
+    return gestural_score_figure(chosen["planted"], chosen["neural"], gestural_scores["pairs"]["neural"],
+                                 gestural_scores["planted_names"], chosen["frames"], phones=phones,
+                                 title=f"{title}, held-out utterance {chosen['id']} (auto-encoder)")
+
+
 def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs, params: PlotParams = PlotParams()) -> list[Path]:
     """Draw every figure of :data:`FIGURES` into ``out_dir`` (replaced atomically).
 
@@ -251,6 +269,7 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs, params: PlotP
         matching = read_matching(evaluation / MATCHING_FILE)
         classical = read_classical(evaluation / CLASSICAL_FILE)
         planted = read_planted(evaluation / PLANTED_FILE)
+        gestural_scores = read_gestural_scores(evaluation / GESTURAL_SCORES_FILE)
     except (TrainOutputError, EvaluationFileError) as error:  # one error type, one line, for the stage
         raise FigureInputError(str(error)) from None
 
@@ -290,6 +309,8 @@ def make_figures(out_dir: str | os.PathLike, inputs: FigureInputs, params: PlotP
                 classical_assignment=classical_pairs)
         if name == "gesture_phone_association.png":
             return _association_figure(evaluation, params.max_gestures)
+        if name == "gestural_score.png":
+            return _gestural_score_figure(gestural_scores, example, phones)
         if example is None:
             return message_figure(no_example)
         label = f"held-out utterance {example['id']}"

@@ -1,0 +1,56 @@
+"""The exported gestural score scored against the planted one (evaluation.score_match): the
+matching, IoU, boundary F1, density and the oracle ceiling, on hand-made intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gestural.evaluation.score_match import gestural_score_metrics, oracle_iou, planted_intervals
+
+
+def planted_mask(*rows, frames=100):
+    mask = np.zeros((len(rows), frames), dtype=bool)
+    for p, (onset, offset) in enumerate(rows):
+        mask[p, onset:offset] = True
+    return mask
+
+
+def test_a_shifted_box_matches_its_planted_gesture_with_the_expected_iou_and_onset_hit():
+    planted = [planted_mask((10, 30))]
+    exported = [[(1, 15, 35), (0, 60, 70)]]  # learned gesture 1 overlaps; 0 is elsewhere
+    scores = [np.zeros((2, 100))]
+    metrics, pairs = gestural_score_metrics(planted, exported, scores, tolerance=5)
+    assert pairs == [(0, 1, pytest.approx(15 / 25))]
+    assert metrics["score_iou"] == pytest.approx(0.6)
+    assert metrics["score_onset_f1"] == 1.0 and metrics["score_offset_f1"] == 1.0
+    assert metrics["score_on_per_frame"] == pytest.approx(0.3) and metrics["planted_on_per_frame"] == 0.2
+    assert metrics["score_intervals_per_utterance"] == 2 and metrics["score_interval_ms"] == pytest.approx(75.0)
+    tighter, _ = gestural_score_metrics(planted, exported, scores, tolerance=4)
+    assert tighter["score_onset_f1"] == 0.0
+
+
+def test_a_planted_gesture_without_a_learned_partner_counts_zero_and_misses_its_onsets():
+    planted = [planted_mask((10, 30), (50, 60))]
+    metrics, pairs = gestural_score_metrics(planted, [[(0, 10, 30)]], [np.zeros((1, 100))], tolerance=2)
+    assert pairs == [(0, 0, 1.0)]
+    assert metrics["score_iou"] == pytest.approx(0.5)  # (1 + 0) / 2 planted gestures
+    assert metrics["score_onset_f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # precision 1, recall 1/2
+
+
+def test_an_always_on_tier_scores_low_however_well_it_ranks():
+    planted = [planted_mask((10, 30))]
+    metrics, _ = gestural_score_metrics(planted, [[(0, 0, 100)]], [np.zeros((1, 100))], tolerance=5)
+    assert metrics["score_iou"] == pytest.approx(0.2) and metrics["score_onset_f1"] == 0.0
+
+
+def test_the_oracle_finds_the_threshold_that_separates_a_box_from_a_haze():
+    truth = planted_mask((10, 30), (50, 80))
+    rng = np.random.default_rng(0)
+    scores = 0.2 * rng.random((3, 100)) + truth[[1, 0, 0]] * 1.0  # row 0 is gesture 1, rows 1-2 gesture 0
+    assert oracle_iou([truth], [scores]) > 0.95  # thresholds are 48 quantiles: a frame or so off
+    assert oracle_iou([truth], [0.2 * rng.random((3, 100))]) < 0.5
+
+
+def test_planted_intervals_are_the_runs_of_the_activation_mask():
+    assert planted_intervals(planted_mask((10, 30), (50, 60))) == [(0, 10, 30), (1, 50, 60)]
