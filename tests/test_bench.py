@@ -1,68 +1,97 @@
-"""Smoke test of the benchmark script: it runs stand-alone and reports every section."""
+"""The benchmark suite (bench/): its parts, and a smoke test that bench/run.py runs stand-alone
+and reports every section."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from gestural.training.config import TrainConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:  # bench/ is a package of scripts beside src/, not installed
+    sys.path.insert(0, str(PROJECT_ROOT))
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_run", PROJECT_ROOT / "bench" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import quality, result_files, table  # noqa: E402
+from bench.quality import LARGE_BATCH_WARMUP_FRACTION  # noqa: E402
 
 
 def test_default_output_path_is_per_device_type_and_corpus():
-    bench = load_bench()
     results = PROJECT_ROOT / "bench" / "results"
-    assert bench.default_out("cpu", quick=False) == results / "cpu.json"
-    assert bench.default_out("cuda", quick=False) == results / "cuda.json"
+    assert result_files.default_out("cpu", quick=False) == results / "cpu.json"
+    assert result_files.default_out("cuda", quick=False) == results / "cuda.json"
     # The corpus kind params.yaml does not use gets its own file.
-    assert bench.default_out("cpu", quick=False, corpus="events") == results / "cpu-events.json"
+    assert result_files.default_out("cpu", quick=False, corpus="events") == results / "cpu-events.json"
     # A smoke run must not overwrite a full run's numbers.
-    assert bench.default_out("cpu", quick=True) == results / "cpu-quick.json"
-    assert bench.default_out("cpu", quick=True, corpus="events") == results / "cpu-events-quick.json"
+    assert result_files.default_out("cpu", quick=True) == results / "cpu-quick.json"
+    assert result_files.default_out("cpu", quick=True, corpus="events") == results / "cpu-events-quick.json"
 
 
 def test_same_frames_uses_the_fixed_steps_per_epoch():
-    bench = load_bench()
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    base = dataclasses.replace(bench.TrainConfig.from_params(params), steps_per_epoch=40)
+    base = dataclasses.replace(TrainConfig.from_params(params), steps_per_epoch=40)
     reference = 30 * 40 * 16
-    assert bench.epochs_for_same_frames(base, 16, reference) == (30, 40)
+    assert quality.epochs_for_same_frames(base, 16, reference) == (30, 40)
     # 300 steps, 7.5 epochs of 40: 8 epochs of 37, never more frames than batch 16's.
-    assert bench.epochs_for_same_frames(base, 64, reference) == (8, 37)
+    assert quality.epochs_for_same_frames(base, 64, reference) == (8, 37)
     # Less than one 40-step epoch: one shorter epoch, not a whole one (2.1x the frames).
-    assert bench.epochs_for_same_frames(base, 1024, reference) == (1, 18)
-    assert bench.epochs_for_same_frames(base, 64, 2 * 40 * 16) == (1, 20)
+    assert quality.epochs_for_same_frames(base, 1024, reference) == (1, 18)
+    assert quality.epochs_for_same_frames(base, 64, 2 * 40 * 16) == (1, 20)
 
 
 def test_time_to_quality_is_when_held_out_variance_explained_reaches_99_percent_of_its_final_value():
-    bench = load_bench()
     from types import SimpleNamespace
 
     import numpy as np
     test = [np.array([[0.0, 2.0, 0.0, 2.0]]), np.array([[0.0, 2.0]])]  # variance 1 about the mean 1
     mse = [0.5, 0.2, 0.104, 0.1, 0.1]  # variance explained 0.5, 0.8, 0.896, 0.9, 0.9
     history = [SimpleNamespace(test_reconstruction=m, seconds=2.0) for m in mse]
-    assert bench.time_to_quality(history, test) == 6.0  # epoch 3: 0.896 >= 0.99 x 0.9
-    assert bench.time_to_quality(history[:2], test) == 4.0
-    assert bench.time_to_quality([SimpleNamespace(test_reconstruction=2.0, seconds=1.0)], test) is None
+    assert quality.time_to_quality(history, test) == 6.0  # epoch 3: 0.896 >= 0.99 x 0.9
+    assert quality.time_to_quality(history[:2], test) == 4.0
+    assert quality.time_to_quality([SimpleNamespace(test_reconstruction=2.0, seconds=1.0)], test) is None
 
 
+def test_the_committed_full_runs_are_readable_by_the_table(tmp_path):
+    committed = result_files.full_runs()
+    assert committed and not any(path.stem.endswith("-quick") for path in committed)
+    results = {path.stem: json.loads(path.read_text()) for path in committed}
+    lines = table.markdown(results).splitlines()[2:]
+    assert len(lines) == len(committed) and all("not measured" not in line for line in lines)
+    # A rewrite goes through the package's atomic write: the same JSON, nothing left beside it.
+    out = tmp_path / "results" / "cpu.json"
+    text = result_files.write_result(results[committed[0].stem], out)
+    assert json.loads(out.read_text()) == json.loads(text) == results[committed[0].stem]
+    assert [path.name for path in out.parent.iterdir()] == ["cpu.json"]
+
+
+def test_targets_read_the_default_fast_row_and_the_real_size_data_stages():
+    from bench.timing import default_fast_row
+
+    base = TrainConfig.from_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+    row = {"path": "fast", "batch_size": 16, "num_gestures": base.num_gestures, "precision": base.precision,
+           "compile": base.compile, "real_frames_per_s": 300_000.0}
+    rows = [dict(row, path="plain"), dict(row, num_gestures=300), row, dict(row, batch_size=64)]
+    assert default_fast_row(rows, base) is row
+    stages = {"nema2npy_plus_normalize_seconds": 12.0}
+    met = result_files.targets("cpu", row, stages, real_data=True)
+    assert met["training_default_config_frames_per_s"]["met"] is True
+    assert met["nema2npy_plus_normalize_real_size_seconds"] == {"target": "< 30 s on the real-size corpus",
+                                                                "measured": 12.0, "met": True}
+    gpu = result_files.targets("cuda", row, stages, real_data=False)
+    assert gpu["training_default_config_frames_per_s"]["met"] is None
+    assert gpu["nema2npy_plus_normalize_real_size_seconds"]["measured"] is None
+
+
+@pytest.mark.slow
 def test_quick_benchmark_reports_every_section(tmp_path):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    bench = load_bench()
     out = tmp_path / "bench.json"
     # The corpus kind params.yaml does not use (--corpus); the committed results use both.
     other_kind = "events" if params["synthetic"]["kind"] == "articulatory" else "articulatory"
@@ -129,7 +158,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert first["response_lr"] == params["train"]["lr"]
     assert second["response_lr"] == muon["response_lr"] == params["train"]["lr"] * 4
     assert first["warmup_fraction"] == params["train"]["warmup_fraction"]
-    assert second["warmup_fraction"] == muon["warmup_fraction"] == bench.LARGE_BATCH_WARMUP_FRACTION
+    assert second["warmup_fraction"] == muon["warmup_fraction"] == LARGE_BATCH_WARMUP_FRACTION
     assert muon["steps"] == second["steps"]
     # Same crops for both: batch 16 for 2 epochs of the fixed steps, batch 64 a quarter of the steps.
     steps_per_epoch = params["train"]["steps_per_epoch"]
@@ -155,9 +184,6 @@ def test_quick_benchmark_reports_every_section(tmp_path):
 
 
 def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
-    spec = importlib.util.spec_from_file_location("bench_table", PROJECT_ROOT / "bench" / "table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
     result = {
         "machine": {"device_type": "cpu", "device": "Some CPU (2 cores)", "torch": "2.13.0"},
         "corpus": {"kind": "articulatory"},
