@@ -270,7 +270,7 @@ def classical_fit(params: dict, base: TrainConfig, train, device: torch.device, 
     if quick:
         baseline = dataclasses.replace(baseline, max_iter=5, transform_iter=5)
     say(f"classical ConvNMF fit (K={base.num_gestures}, L={base.win_size}, up to {baseline.max_iter} iterations)")
-    cnmf, seconds, frames = fit_classical(train, base.num_gestures, base.win_size, baseline,
+    cnmf, seconds, frames, _ = fit_classical(train, base.num_gestures, base.win_size, baseline,
                                           seed=params.get("seed", 0), device=device)
     say(f"classical fit: {frames} frames, {cnmf.n_iter_} iterations in {seconds:.1f} s")
     return ClassicalFit(cnmf, baseline, seconds, frames)

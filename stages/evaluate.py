@@ -40,7 +40,7 @@ def main() -> int:
     write_outputs(result, metrics_path=METRICS, plot_path=PLOT, out_dir=OUT_DIR, timing_path=TIMING)
     save_associations(OUT_DIR / ASSOCIATION_FILE, associations)
     annotated = annotate_examples(OUT_DIR / "examples", result.examples["ids"], result.test_ids, result.neural_scores,
-                                  result.win_size, normalized=DATA_DIR, extracted=EXTRACTED)
+                                  result.neural_segmentation, normalized=DATA_DIR, extracted=EXTRACTED)
     neural, classical = result.metrics["neural"], result.metrics["classical"]
 
     def show(value) -> str:

@@ -13,16 +13,7 @@ from gestural.evaluation.classical import classical_factorization, fit_classical
 from gestural.evaluation.recovery import kernel_recovery
 
 C, L, P = 12, 8, 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: one thread is fastest, and immune to a busy machine (where
-    spinning OpenMP threads fighting for 2 cores make the same fit 30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems
 
 
 def planted_problem(frames: int, seed: int = 0, noise: float = 0.005):
@@ -186,7 +177,7 @@ def test_classical_result_reports_iterations_convergence_and_cost_curve():
     _, train, draw = continuous_problem([500, 700], seed=5)
     params = baseline_params(max_iter=400, transform_iter=200, tol=1e-4, transform_tol=1e-4, lambda_xortho=0.1,
                              max_train_frames=None)
-    cnmf, _, _ = fit_classical(train, 4, L, params, seed=0)
+    cnmf, _, _, _ = fit_classical(train, 4, L, params, seed=0)
     assert (cnmf.transform_max_iter, cnmf.transform_tol) == (200, 1e-4)
     extra = classical_factorization(cnmf, [draw(400)]).extra
     assert extra["fit_iterations"] == cnmf.n_iter_ == len(extra["fit_cost_history"]) >= 20

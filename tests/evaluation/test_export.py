@@ -6,38 +6,15 @@ import re
 
 import numpy as np
 import pytest
+from conftest import raises_in_one_line
 
 from gestural.core import units
 from gestural.data import ema
 from gestural.evaluation import export
-from gestural.evaluation.export import GestureEvent, score_events
+from gestural.evaluation.segmentation import GestureEvent
 
 L = 10
 PHONES = [(0.1, "sil"), (0.2, "p"), (0.35, "aa"), (0.5, "sil")]  # Festival (end_time, label)
-
-
-def test_each_spike_is_one_event_spanning_its_kernel_with_its_height():
-    scores = np.zeros((3, 100))
-    scores[0, [10, 40]] = [0.8, 0.4]
-    scores[0, 70] = 0.05  # below 10% of the row's largest: no event
-    scores[2, 95] = 1.0  # the kernel runs past the end: clipped
-    events = score_events(scores, L)
-    assert events == [GestureEvent(0, 10, 20, pytest.approx(0.8)), GestureEvent(0, 40, 50, pytest.approx(0.4)),
-                      GestureEvent(2, 95, 100, pytest.approx(1.0))]
-
-
-def test_plays_that_touch_merge_and_a_held_gesture_is_one_event_over_its_span():
-    scores = np.zeros((2, 200))
-    scores[0, [10, 15]] = [0.5, 0.5]  # overlapping plays: one event, amplitude their sum
-    scores[0, 25] = 0.5  # starts as the first play ends (frame 25): touches, merges
-    scores[1, 50:120] = 0.05  # continuous articulation
-    scores[1] += 0.001 * (np.arange(200) % 7 == 0)  # haze far below 10% of the row's largest
-    events = score_events(scores, L)
-    assert [(e.gesture, e.onset, e.offset) for e in events] == [(0, 10, 35), (1, 50, 129)]
-    assert events[0].amplitude == pytest.approx(1.0)  # frames 15..19 play both kernels
-    assert events[1].amplitude == pytest.approx(0.5, abs=0.005)  # ten plays of 0.05 at once (plus haze)
-    assert score_events(scores, L, gestures=[1]) == events[1:]
-    assert score_events(scores, L, relative_height=1.0)[0].onset == 10
 
 
 def test_event_rows_give_seconds_and_the_phone_under_the_onset():
@@ -183,9 +160,8 @@ def test_a_corrupt_gestures_file_is_refused_in_one_line_naming_it(tmp_path, cont
     else:
         np.save(path, content)
     (tmp_path / "stats.json").write_text('{"low": [0], "high": [1]}')
-    with pytest.raises(export.ExportError, match=rf"^{tmp_path / 'gestures.npy'}: {problem}") as caught:
+    with raises_in_one_line(export.ExportError, match=rf"^{tmp_path / 'gestures.npy'}: {problem}"):
         export.export_kernel_table(tmp_path / "k.csv", path, tmp_path / "stats.json")
-    assert "\n" not in str(caught.value)
     assert not (tmp_path / "k.csv").exists()
 
 

@@ -38,6 +38,7 @@ from gestural.data.corpus import fill_nan_runs
 from gestural.data.ema import EmaFormatError, read_ema, read_lab
 from gestural.data.normalize import scale_to_unit
 from gestural.evaluation import export
+from gestural.evaluation.segmentation import DEFAULT_RELATIVE_HEIGHT, Segmentation
 from gestural.figures.kinematics import gesture_traces_figure, reconstruction_figure
 from gestural.figures.scores import score_heatmap_figure
 from gestural.figures.style import message_figure, save_figure
@@ -76,6 +77,7 @@ class FileFactorizer:
     device: torch.device
     max_nan_run: int = DEFAULT_MAX_NAN_RUN
     model_path: str = ""
+    score_scale: list[float] | None = None  # each gesture's largest training score (the export's reference)
 
     @classmethod
     def load(cls, model_path: str | os.PathLike, device: str = "auto",
@@ -110,7 +112,7 @@ class FileFactorizer:
         if low.shape != (NUM_CHANNELS,) or high.shape != (NUM_CHANNELS,):
             raise FactorizeError(f"{model_path}: normalization has {low.shape[0]} channels, expected {NUM_CHANNELS}")
         return cls(model=model, low=low, high=high, device=torch_device, max_nan_run=max_nan_run,
-                   model_path=os.fspath(model_path))
+                   model_path=os.fspath(model_path), score_scale=loaded.score_scale)
 
     @property
     def gesture_kernels(self) -> np.ndarray:
@@ -241,7 +243,7 @@ def _figures(directory: Path, utterance_id: str, x, reconstruction, scores, kern
 
 def factorize_file(factorizer: FileFactorizer, ema_path: str | os.PathLike, out_root: str | os.PathLike, *,
                    lab_path: str | os.PathLike | None = None, figures: bool = True, dpi: int = 110,
-                   max_gestures: int = 16, event_height: float = export.DEFAULT_RELATIVE_HEIGHT,
+                   max_gestures: int = 16, event_height: float = DEFAULT_RELATIVE_HEIGHT,
                    warn=print) -> UtteranceResult:
     """Factorize one EMA file into ``<out_root>/<file stem>/`` (replaced whole, atomically).
 
@@ -259,8 +261,8 @@ def factorize_file(factorizer: FileFactorizer, ema_path: str | os.PathLike, out_
     dpi, max_gestures : int
         For the figures.
     event_height : float in (0, 1]
-        Scores below this fraction of their gesture's largest in the utterance start no
-        event (see :func:`gestural.evaluation.export.score_events`).
+        A gesture is on where its score is at least this fraction of its largest score on the
+        training utterances (see :mod:`gestural.evaluation.segmentation`).
     warn : callable
         Receives warnings (one line each).
 
@@ -323,9 +325,9 @@ def factorize_file(factorizer: FileFactorizer, ema_path: str | os.PathLike, out_
     with atomic_dir(out_dir) as tmp:
         export.write_scores(tmp / "scores.npz", scores, frame_rate=FRAME_RATE)
         save_npy(tmp / "reconstruction.npy", reconstruction.astype(np.float32))
-        # A score drives its kernel (win_size frames) directly: the span of an event.
-        events = export.write_annotations(tmp, utterance_id, scores, factorizer.model.config.win_size,
-                                          phones=phones, gestures=in_use, relative_height=event_height)
+        segmentation = Segmentation.of_model(factorizer.model.config, factorizer.score_scale,
+                                             relative_height=event_height)
+        events = export.write_annotations(tmp, utterance_id, scores, segmentation, phones=phones, gestures=in_use)
         metrics["events"] = len(events)
         write_json(tmp / "metrics.json", metrics)
         if figures:

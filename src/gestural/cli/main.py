@@ -44,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     factorize.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:<i> (default auto)")
     factorize.add_argument("--max-nan-run", type=int, default=20, metavar="FRAMES",
                            help="longest run of missing frames to interpolate (default 20 = 100 ms)")
-    factorize.add_argument("--event-height", type=float, default=0.1, metavar="FRACTION",
-                           help="scores below this fraction of their gesture's largest in the utterance start no "
-                                "event in the TextGrid and events.csv (default 0.1)")
+    factorize.add_argument("--event-height", type=float, default=None, metavar="FRACTION",
+                           help="a gesture is on (an interval of its TextGrid tier and events.csv) where its score "
+                                "is at least this fraction of its largest on the training utterances (default: "
+                                "the segmentation's, 0.4, as the evaluate stage scores it)")
     factorize.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     factorize.add_argument("--dpi", type=int, default=110, help="resolution of the figures (default 110)")
     factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")
@@ -104,6 +105,10 @@ def _factorize(args) -> int:
     if args.dpi < 30 or args.max_gestures < 1:
         _error("--dpi must be >= 30 and --max-gestures >= 1")
         return EXIT_ERROR
+    from gestural.evaluation.segmentation import DEFAULT_RELATIVE_HEIGHT
+
+    if args.event_height is None:
+        args.event_height = DEFAULT_RELATIVE_HEIGHT
     if not 0 < args.event_height <= 1:
         _error(f"--event-height must be in (0, 1] (got {args.event_height})")
         return EXIT_ERROR

@@ -102,7 +102,7 @@ def _non_negative(utterances: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win_size: int,
                   params: BaselineParams, *, seed: int = 0, device="cpu",
-                  verbose: bool = False) -> tuple[ConvNMF, float, int]:
+                  verbose: bool = False) -> tuple[ConvNMF, float, int, np.ndarray]:
     """Fit the classical ConvNMF on (a subset of) the training utterances.
 
     Parameters
@@ -119,7 +119,8 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
 
     Returns
     -------
-    (fitted ConvNMF, fit seconds, frames fitted on); the ConvNMF's ``n_iter_``,
+    (fitted ConvNMF, fit seconds, frames fitted on, each gesture's largest score on them: the
+    scale the export's segmentation cuts at); the ConvNMF's ``n_iter_``,
     ``converged_`` and ``cost_history_`` say how the fit went, and its transform settings
     are ``params.transform_iter`` / ``transform_tol``.
     """
@@ -129,9 +130,10 @@ def fit_classical(train_utterances: Sequence[np.ndarray], num_gestures: int, win
                    lambda_l1_scores=params.lambda_l1_scores, lambda_l1_kernels=params.lambda_l1_kernels,
                    lambda_xortho=params.lambda_xortho, seed=seed, device=device, verbose=verbose)
     started = time.perf_counter()
-    cnmf.fit(subset)
+    fitted = cnmf.fit_transform(subset)
     seconds = time.perf_counter() - started
-    return cnmf, seconds, int(sum(u.shape[1] for u in subset))
+    scale = np.max([scores.max(axis=1) for scores in fitted], axis=0)
+    return cnmf, seconds, int(sum(u.shape[1] for u in subset)), scale
 
 
 def classical_factorization(cnmf: ConvNMF, utterances: Sequence[np.ndarray], transform_iter: int | None = None,

@@ -13,14 +13,7 @@ This module owns these file formats (writers and readers):
 - ``gesture_kernels.csv``: ``gesture, channel, frame, time_ms, value_normalized, speaker,
   value_mm`` -- every kernel sample, in mm per speaker where ``ema.stats`` allows.
 
-Events. A score at frame t plays gesture k's kernel over frames t .. t+L-1. An event is a
-run of frames covered by plays of scores of at least ``relative_height`` times the row's
-largest score; runs that touch merge. Spiky scores (the auto-encoder's peaks) give one event
-per spike spanning exactly the kernel's L frames; continuous scores (classical NMF, held
-articulations) give one event over the whole held span rather than a train of peaks, and
-the threshold drops the low haze between them. The event's ``amplitude`` is its peak
-activity -- the largest sum of scores playing the kernel at one frame -- which for an
-isolated spike is the spike's height.
+Events (the intervals of a gesture's tier) are cut by :mod:`gestural.evaluation.segmentation`.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +31,14 @@ from gestural.core.files import atomic_path
 from gestural.core.units import CHANNELS, FRAME_RATE
 from gestural.data.dataset import CorpusFileError, read_stats
 from gestural.data.ema import EmaFormatError, read_lab
-from gestural.evaluation.activation import gesture_activity
+from gestural.evaluation.segmentation import GestureEvent, Segmentation
 from gestural.model.gestures_file import GesturesFileError, read_gestures
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "EVENT_COLUMNS", "KERNEL_COLUMNS", "PHONE_TIER", "GestureEvent", "ExportError",
-    "score_events", "phone_segments", "phone_at", "event_rows", "gesture_tier_name",
+    "EVENT_COLUMNS", "KERNEL_COLUMNS", "PHONE_TIER", "ExportError",
+    "phone_segments", "phone_at", "event_rows", "gesture_tier_name",
     "build_textgrid", "write_textgrid", "read_textgrid", "write_events", "read_events",
     "write_scores", "read_scores", "kernel_rows", "write_kernel_table", "read_kernel_table",
     "export_kernel_table", "row_phones", "write_csv_rows", "read_csv_rows",
@@ -56,64 +48,10 @@ EVENT_COLUMNS: tuple[str, ...] = ("utterance", "gesture", "onset_s", "offset_s",
 KERNEL_COLUMNS: tuple[str, ...] = ("gesture", "channel", "frame", "time_ms", "value_normalized", "speaker",
                                    "value_mm")
 PHONE_TIER = "phones"
-DEFAULT_RELATIVE_HEIGHT = 0.1
 
 
 class ExportError(ValueError):
     """An input of an export cannot be used (the message names the file and the problem)."""
-
-
-@dataclass(frozen=True)
-class GestureEvent:
-    """One occurrence of a gesture: frames ``onset`` .. ``offset - 1`` of its utterance."""
-
-    gesture: int
-    onset: int
-    offset: int  # exclusive
-    amplitude: float
-
-
-# ------------------------------------------------------------------------------ events
-
-
-def score_events(scores, win_size: int, *, relative_height: float = DEFAULT_RELATIVE_HEIGHT,
-                 gestures: Sequence[int] | None = None) -> list[GestureEvent]:
-    """The events of each gesture in a (K, T) score matrix (see the module docstring).
-
-    Parameters
-    ----------
-    scores : array (K, T), non-negative
-    win_size : int
-        Kernel length L in frames.
-    relative_height : float in (0, 1]
-        Scores below this fraction of their row's largest start no event.
-    gestures : sequence of int, optional
-        Rows to look at (default: every row with a positive score).
-
-    Returns
-    -------
-    list of GestureEvent, sorted by onset then gesture; offsets are clipped to T.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2:
-        raise ValueError(f"scores: expected (K, T), got shape {scores.shape}")
-    if not 0 < relative_height <= 1:
-        raise ValueError(f"relative_height: must be in (0, 1] (got {relative_height})")
-    rows = range(scores.shape[0]) if gestures is None else [int(g) for g in gestures]
-    activity = gesture_activity(scores, win_size)
-    events = []
-    for k in rows:
-        row = scores[k]
-        peak = float(row.max()) if row.size else 0.0
-        if not peak > 0:
-            continue
-        starts = (row >= relative_height * peak).astype(np.float64)
-        covered = gesture_activity(starts[None], win_size)[0] > 0  # frames some strong play reaches
-        edges = np.diff(np.concatenate([[0], covered.astype(np.int8), [0]]))
-        for onset, offset in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            events.append(GestureEvent(int(k), int(onset), int(offset), float(activity[k, onset:offset].max())))
-    events.sort(key=lambda e: (e.onset, e.gesture))
-    return events
 
 
 def phone_segments(phones: Sequence[tuple[float, str]] | None) -> list[tuple[float, float, str]]:
@@ -159,7 +97,7 @@ def build_textgrid(events: Sequence[GestureEvent], frames: int, *, phones=None,
     like a row of a gestural score (a box from onset to the end of the kernel's span, as in
     Articulatory Phonology's score diagrams), the onset is the box's left edge so a point tier
     would repeat it, and Praat can measure, select and play each interval. A gesture's events
-    never overlap (:func:`score_events` merges touching plays), as an interval tier requires.
+    never overlap (the segmentation merges touching runs), as an interval tier requires.
 
     Parameters
     ----------
@@ -358,18 +296,20 @@ def export_kernel_table(path: str | os.PathLike, gestures_path: str | os.PathLik
     return len(rows)
 
 
-def write_annotations(directory: str | os.PathLike, utterance_id: str, scores, win_size: int, *, phones=None,
-                      gestures: Sequence[int] | None = None,
-                      relative_height: float = DEFAULT_RELATIVE_HEIGHT) -> list[GestureEvent]:
+def write_annotations(directory: str | os.PathLike, utterance_id: str, scores, segmentation: Segmentation, *,
+                      phones=None, gestures: Sequence[int] | None = None) -> list[GestureEvent]:
     """Write ``<directory>/<utterance_id>.TextGrid`` and ``<directory>/events.csv`` for one
     utterance's (K, T) scores (the directory must exist); returns the events. The one writer
-    of both files, for ``gestural factorize`` and the evaluate stage's examples."""
+    of both files, for ``gestural factorize`` and the evaluate stage's examples; the events are
+    ``segmentation``'s, the very intervals the evaluate stage scores."""
     directory = Path(directory)
-    events = score_events(scores, win_size, relative_height=relative_height, gestures=gestures)
+    events = segmentation.events(scores, gestures=gestures)
     write_events(directory / "events.csv", event_rows(utterance_id, events, phones))
     frames = np.shape(scores)[1]
+    on = {event.gesture for event in events}  # a gesture never on in this utterance gets no tier
+    tiers = None if gestures is None else [int(g) for g in gestures if int(g) in on]
     write_textgrid(directory / f"{utterance_id}.TextGrid", build_textgrid(events, frames, phones=phones,
-                                                                         gestures=gestures))
+                                                                         gestures=tiers))
     return events
 
 
@@ -390,7 +330,7 @@ def row_phones(row: dict | None, extracted: str | os.PathLike) -> list[tuple[flo
 
 
 def annotate_examples(out_dir: str | os.PathLike, example_ids: Sequence[str], test_ids: Sequence[str],
-                      scores: Sequence[np.ndarray], win_size: int, *, normalized: str | os.PathLike,
+                      scores: Sequence[np.ndarray], segmentation: Segmentation, *, normalized: str | os.PathLike,
                       extracted: str | os.PathLike) -> list[Path]:
     """The evaluate stage's example utterances as Praat would read them: for each, a directory
     ``<out_dir>/<id>/`` with ``<id>.TextGrid`` and ``events.csv`` (phones from its lab file)."""
@@ -403,7 +343,7 @@ def annotate_examples(out_dir: str | os.PathLike, example_ids: Sequence[str], te
     for utterance_id in example_ids:
         utterance_id = str(utterance_id)
         with atomic_dir(Path(out_dir) / utterance_id) as tmp:
-            write_annotations(tmp, utterance_id, scores[position[utterance_id]], win_size,
+            write_annotations(tmp, utterance_id, scores[position[utterance_id]], segmentation,
                               phones=row_phones(rows.get(utterance_id), extracted))
         written.append(Path(out_dir) / utterance_id)
     return written

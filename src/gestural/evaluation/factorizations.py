@@ -18,6 +18,7 @@ import torch
 
 from gestural.core.devices import synchronize
 from gestural.data.batches import UtteranceStore
+from gestural.evaluation.segmentation import Segmentation
 from gestural.model.network import GesturalAutoEncoder
 
 __all__ = [
@@ -54,6 +55,7 @@ class HeldOutFactorization:
     inference_seconds: float = math.nan
     extra: dict = field(default_factory=dict)
     activity_frames: int = 0  # frames a score acts over directly (0: the kernel length)
+    segmentation: Segmentation | None = None  # how the export cuts these scores into intervals
     intervals: list = field(default_factory=list)  # exported (gesture, onset, offset) per utterance, when scored
     score_pairs: list = field(default_factory=list)  # (planted, learned) pairs of the exported-score matching
 

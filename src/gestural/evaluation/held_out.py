@@ -43,6 +43,7 @@ from gestural.evaluation.planted import EvaluationError, PlantedTruth, planted_t
 from gestural.evaluation.planted_recovery import recovery_metrics
 from gestural.evaluation.recovery import distinct_gestures
 from gestural.evaluation.score_match import SCORE_KEYS, exported_intervals, gestural_score_metrics, planted_intervals
+from gestural.evaluation.segmentation import Segmentation
 from gestural.model.file import ModelFileError, load_model
 from gestural.model.network import GesturalAutoEncoder
 from gestural.synthetic.ground_truth import has_planted_kernels, load_activations
@@ -194,7 +195,8 @@ def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOut
     if activations is not None:
         frames = factorized.activity_frames or factorized.gesture_kernels.shape[-1]
         metrics.update(activation_metrics(activations, factorized.scores, frames))
-        factorized.intervals = [exported_intervals(scores, frames) for scores in factorized.scores]
+        segmentation = factorized.segmentation or Segmentation(frames)
+        factorized.intervals = [exported_intervals(scores, segmentation) for scores in factorized.scores]
         score_metrics, factorized.score_pairs = gestural_score_metrics(
             activations, factorized.intervals, factorized.scores, tolerance=score_tolerance)
         metrics.update(score_metrics)
@@ -211,7 +213,8 @@ def evaluate_factorization(utterances: Sequence[np.ndarray], factorized: HeldOut
 def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: PlantedTruth | None = None, *,
                    batch_size: int = 64, channels: Sequence[str] = units.CHANNELS, onset_tolerance: int = 2,
                    onset_relative_height: float = 0.1, score_tolerance: int = 5,
-                   activations: Sequence[np.ndarray] | None = None) -> tuple[dict, dict | None, HeldOutFactorization]:
+                   activations: Sequence[np.ndarray] | None = None,
+                   segmentation: Segmentation | None = None) -> tuple[dict, dict | None, HeldOutFactorization]:
     """Evaluate the network on the utterances of ``store`` (full length, masked batches).
 
     Returns
@@ -220,6 +223,7 @@ def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: Pla
     the per-utterance scores and reconstructions in the store's order.
     """
     factorized = neural_factorization(model, store, batch_size)
+    factorized.segmentation = segmentation or Segmentation.of_model(model.config)
     metrics, matching = evaluate_factorization(store_utterances(store), factorized, truth, channels=channels,
                                                onset_tolerance=onset_tolerance,
                                                onset_relative_height=onset_relative_height, device=store.device,
@@ -268,7 +272,7 @@ def _load_inputs(model_path: Path, data_dir: Path, device: torch.device):
         if key in trained_on and key in corpus.stats and not np.allclose(trained_on[key], corpus.stats[key]):
             raise EvaluationError(f"{model_path} was trained on data normalized with other '{key}' values than "
                                   f"{data_dir / 'stats.json'}: run `dvc repro train`")
-    return loaded.model, corpus
+    return loaded, corpus
 
 
 def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: str | Path,
@@ -309,7 +313,8 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
         device = resolve_device(params.device)
     except RuntimeError as error:  # a GPU asked for by name that torch cannot see
         raise ParamsError(str(error)) from None
-    model, corpus = _load_inputs(model_path, data_dir, device)
+    loaded, corpus = _load_inputs(model_path, data_dir, device)
+    model = loaded.model
     channels = list(corpus.stats.get("channels") or units.CHANNELS)
     test_ids = corpus.ids("test")
     test_utterances = [np.ascontiguousarray(u, dtype=np.float32) for u in corpus.utterances("test")]
@@ -337,8 +342,9 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
 
     say("neural: factorizing held-out utterances")
     store = UtteranceStore(test_utterances, device)
-    neural_metrics, neural_matching, neural = evaluate_model(model, store, truth, batch_size=params.batch_size,
-                                                             **scoring)
+    neural_metrics, neural_matching, neural = evaluate_model(
+        model, store, truth, batch_size=params.batch_size,
+        segmentation=Segmentation.of_model(model.config, loaded.score_scale), **scoring)
     neural_metrics["fit_seconds"] = _train_seconds(train_metrics_path)
     neural_in_use = score_sparsity(np.concatenate(neural.scores, axis=1), kernels=neural.gesture_kernels)["in_use"]
     say(f"neural: variance explained {neural_metrics['variance_explained']:.4f} "
@@ -348,11 +354,12 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     base = params.baseline
     say(f"classical: fitting ConvNMF (K={config.num_gestures}, L={config.win_size}, "
         f"up to {base.max_iter} iterations)")
-    cnmf, fit_seconds, fit_frames = fit_classical(train_utterances, config.num_gestures, config.win_size, base,
-                                                  seed=params.seed, device=device, verbose=progress)
+    cnmf, fit_seconds, fit_frames, classical_scale = fit_classical(
+        train_utterances, config.num_gestures, config.win_size, base, seed=params.seed, device=device, verbose=progress)
     say(f"classical: fitted on {fit_frames} frames in {fit_seconds:.1f} s; transforming held-out utterances")
     classical = classical_factorization(cnmf, test_utterances, base.transform_iter, fit_seconds)
     classical.extra["fit_frames"] = fit_frames
+    classical.segmentation = Segmentation(config.win_size, classical_scale)  # a score plays its kernel
     classical_metrics, classical_matching = evaluate_factorization(test_utterances, classical, truth,
                                                                    **classical_scoring)
     say(f"classical: variance explained {classical_metrics['variance_explained']:.4f} "
@@ -403,4 +410,5 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
                             examples=examples, matching=matching,
                             planted_kernels=None if truth is None else truth.kernels.astype(np.float32),
                             test_ids=list(test_ids), neural_scores=neural.scores, neural_in_use=neural_in_use,
-                            win_size=config.win_size, gestural_scores=gestural_scores)
+                            win_size=config.win_size, gestural_scores=gestural_scores,
+                            neural_segmentation=neural.segmentation)

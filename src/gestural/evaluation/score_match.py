@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from gestural.core.units import FRAME_RATE
-from gestural.evaluation.export import score_events
+from gestural.evaluation.segmentation import Segmentation
 
 # Every key :func:`gestural_score_metrics` returns (None in eval.json without ground truth).
 SCORE_KEYS = ("score_iou", "score_onset_f1", "score_offset_f1", "score_on_per_frame", "planted_on_per_frame",
@@ -175,10 +175,9 @@ def gestural_score_metrics(planted: Sequence[np.ndarray], intervals: Sequence[Se
     return metrics, [(p, k, float(iou[p, k])) for p, k in pairs]
 
 
-def exported_intervals(scores: np.ndarray, win_size: int) -> list[tuple[int, int, int]]:
-    """The (gesture, onset, offset) intervals the export writes for one utterance's scores: the
-    events of :func:`gestural.evaluation.export.score_events` at the export's own settings."""
-    return [(event.gesture, event.onset, event.offset) for event in score_events(scores, win_size)]
+def exported_intervals(scores: np.ndarray, segmentation: Segmentation) -> list[tuple[int, int, int]]:
+    """The (gesture, onset, offset) intervals the export writes for one utterance's scores."""
+    return [(event.gesture, event.onset, event.offset) for event in segmentation.events(scores)]
 
 
 def planted_intervals(activations: np.ndarray) -> list[tuple[int, int, int]]:

@@ -8,6 +8,7 @@ and a full unpickle would run whatever code it holds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,21 @@ class ModelFileError(ValueError):
     """A model file that is not one, is truncated, unsafe, or of another shape."""
 
 
-def save_model(path: str | Path, model: GesturalAutoEncoder, settings: dict, normalization: dict) -> None:
+def save_model(path: str | Path, model: GesturalAutoEncoder, settings: dict, normalization: dict,
+               score_scale: Sequence[float] | None = None) -> None:
     """Write ``model.pt`` atomically and byte-stably: the weights, the model's config, the
-    training settings that made it and the normalization of its input."""
-    save_torch(path, {
+    training settings that made it, the normalization of its input and, when given, each
+    gesture's largest score on the training utterances (what the export's segmentation cuts at)."""
+    payload = {
         "format": MODEL_FORMAT,
         "model_config": dataclasses.asdict(model.config),
         "train_config": dict(settings),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "normalization": normalization,
-    })
+    }
+    if score_scale is not None:
+        payload["score_scale"] = [float(value) for value in score_scale]
+    save_torch(path, payload)
 
 
 def read_model_file(path: str | Path, map_location="cpu") -> dict:
@@ -75,11 +81,15 @@ class LoadedModel:
         per channel, ``ema_stats`` where known); empty when the file has none.
     settings : dict
         The training settings that made it (``TrainConfig`` as a dict).
+    score_scale : list of float or None
+        Each gesture's largest score on the training utterances; None in files written before
+        the train stage recorded it.
     """
 
     model: GesturalAutoEncoder
     normalization: dict
     settings: dict
+    score_scale: list[float] | None = None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -98,8 +108,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     except (TypeError, ValueError, RuntimeError) as error:
         raise ModelFileError(f"{path}: does not fit this version's model "
                              f"({str(error).splitlines()[0][:200]})") from None
+    scale = payload.get("score_scale")
+    if scale is not None and (not isinstance(scale, list) or len(scale) != model.config.num_gestures):
+        raise ModelFileError(f"{path}: score_scale is not one number per gesture ({model.config.num_gestures})")
     return LoadedModel(model.to(device).eval(), dict(payload.get("normalization") or {}),
-                       dict(payload.get("train_config") or {}))
+                       dict(payload.get("train_config") or {}), scale)
 
 
 def load_weights_(model: GesturalAutoEncoder, path: str | Path) -> None:

@@ -70,6 +70,7 @@ class TrainResult:
     resumed_from_epoch: int
     device: str
     train_frames: int
+    score_scale: list[float] | None = None  # each gesture's largest training score (model.pt)
 
 
 # TensorBoard tag -> EpochRecord field, logged every epoch (hparam/*: HPARAM_METRICS).
@@ -182,7 +183,7 @@ def write_training_outputs(result: TrainResult, config: TrainConfig, normalizati
     ``timing_path``.
     """
     model_dir = Path(model_dir)
-    save_model(model_dir / "model.pt", result.model, dataclasses.asdict(config), normalization)
+    save_model(model_dir / "model.pt", result.model, dataclasses.asdict(config), normalization, result.score_scale)
     # What each gesture does in the data: its kernel, convolved with its response if it has one.
     kernels = result.model.decoder.effective_kernels.detach().cpu().numpy()
     write_gestures(model_dir / GESTURES_FILE, kernels)

@@ -380,4 +380,15 @@ class Trainer:
         return TrainResult(model=self.model, history=self.history, seconds=seconds,
                            frames_per_second=self.trained_frames / seconds if self.trained_frames else 0.0,
                            resumed_from_epoch=self.start_epoch, device=str(self.device),
-                           train_frames=self.train_store.total_frames)
+                           train_frames=self.train_store.total_frames, score_scale=self.score_scale())
+
+    @torch.no_grad()
+    def score_scale(self) -> list[float]:
+        """Each gesture's largest score on the training utterances at full length: the
+        reference the export's segmentation cuts at (a share of it)."""
+        self.model.eval()
+        largest = torch.zeros(self.config.num_gestures, device=self.device)
+        for _, x, mask in self.train_store.batches(self.config.eval_batch_size):
+            largest = torch.maximum(largest, _as_fp32(self.model(x, mask)).scores.amax(dim=(0, 2)))
+        self.model.train()
+        return largest.cpu().tolist()

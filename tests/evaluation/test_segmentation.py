@@ -1,0 +1,64 @@
+"""The one segmentation of scores into intervals (what the TextGrid and events.csv hold and the
+evaluate stage scores): spans, the per-gesture scale, merging and the shortest interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import model_config
+
+from gestural.evaluation.segmentation import GestureEvent, Segmentation
+
+L = 10
+
+
+def test_each_spike_of_an_impulse_model_is_one_event_spanning_its_kernel_with_its_height():
+    scores = np.zeros((3, 100))
+    scores[0, [10, 40]] = [0.8, 0.4]
+    scores[0, 70] = 0.05  # below 10 % of the row's largest: no event
+    scores[2, 95] = 1.0  # the kernel runs past the end: clipped (5 frames, kept with min_frames 5)
+    events = Segmentation(L, relative_height=0.1, min_frames=5).events(scores)
+    assert events == [GestureEvent(0, 10, 20, pytest.approx(0.8)), GestureEvent(0, 40, 50, pytest.approx(0.4)),
+                      GestureEvent(2, 95, 100, pytest.approx(1.0))]
+
+
+def test_runs_that_touch_merge_and_a_held_activation_is_one_event_over_its_frames():
+    scores = np.zeros((2, 200))
+    scores[0, 10:20] = 0.5
+    scores[0, 20:30] = 0.9  # touches: one event, its amplitude the larger score
+    scores[1, 50:120] = 0.05  # a held activation, weak
+    scores[1] += 0.001 * (np.arange(200) % 7 == 0)  # haze far below the threshold
+    events = Segmentation(1, relative_height=0.1, min_frames=1).events(scores)
+    assert [(e.gesture, e.onset, e.offset) for e in events] == [(0, 10, 30), (1, 50, 120)]
+    assert events[0].amplitude == pytest.approx(0.9)
+    assert Segmentation(1, relative_height=0.1, min_frames=1).events(scores, gestures=[1]) == events[1:]
+
+
+def test_the_scale_is_the_gestures_training_maximum_not_the_utterances():
+    scores = np.zeros((2, 100))
+    scores[0, 10:30] = 1.0
+    scores[1, 50:70] = 0.1  # gesture 1 barely used here: a tenth of what it reaches in training
+    per_utterance = Segmentation(1, relative_height=0.4, min_frames=1).events(scores)
+    assert [e.gesture for e in per_utterance] == [0, 1]
+    trained = Segmentation(1, scale=np.array([1.0, 1.0]), relative_height=0.4, min_frames=1).events(scores)
+    assert [e.gesture for e in trained] == [0]
+
+
+def test_runs_shorter_than_min_frames_are_no_gesture():
+    scores = np.zeros((1, 100))
+    scores[0, 10:13] = 1.0  # 15 ms
+    scores[0, 50:60] = 1.0
+    assert [(e.onset, e.offset) for e in Segmentation(1, min_frames=6).events(scores)] == [(50, 60)]
+
+
+def test_a_model_whose_scores_drive_a_response_is_cut_frame_by_frame_and_one_without_by_kernel():
+    assert Segmentation.of_model(model_config(response_frames=40, win_size=20)).span == 1
+    assert Segmentation.of_model(model_config(response_frames=0, win_size=20)).span == 20
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(span=0), "span: must be >= 1"), (dict(span=1, relative_height=0.0), "relative_height: must be in"),
+    (dict(span=1, min_frames=0), "min_frames: must be >= 1")])
+def test_impossible_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Segmentation(**settings)
