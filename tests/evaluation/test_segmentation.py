@@ -3,11 +3,15 @@ evaluate stage scores): spans, the per-gesture scale, merging and the shortest i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 from conftest import model_config
 
 from gestural.evaluation.segmentation import GestureEvent, Segmentation
+from gestural.model.network import GesturalAutoEncoder
 
 L = 10
 
@@ -51,9 +55,13 @@ def test_runs_shorter_than_min_frames_are_no_gesture():
     assert [(e.onset, e.offset) for e in Segmentation(1, min_frames=6).events(scores)] == [(50, 60)]
 
 
-def test_a_model_whose_scores_drive_a_response_is_cut_frame_by_frame_and_one_without_by_kernel():
-    assert Segmentation.of_model(model_config(response_frames=40, win_size=20)).span == 1
-    assert Segmentation.of_model(model_config(response_frames=0, win_size=20)).span == 20
+def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_an_impulse_by_kernel():
+    model = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=40, win_size=20))
+    with torch.no_grad():  # 5 Hz (mean delay ~12 frames), and two that learned an impulse
+        model.decoder.log_rate.copy_(torch.log(torch.tensor([2 * math.pi * 5 / 200, 3.0, 3.0])))
+    assert Segmentation.of_model(model).span.tolist() == [1, 20, 20]
+    plain = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=0, win_size=20))
+    assert Segmentation.of_model(plain).span.tolist() == [20, 20, 20]
 
 
 @pytest.mark.parametrize("settings, message", [

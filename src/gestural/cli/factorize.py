@@ -325,7 +325,7 @@ def factorize_file(factorizer: FileFactorizer, ema_path: str | os.PathLike, out_
     with atomic_dir(out_dir) as tmp:
         export.write_scores(tmp / "scores.npz", scores, frame_rate=FRAME_RATE)
         save_npy(tmp / "reconstruction.npy", reconstruction.astype(np.float32))
-        segmentation = Segmentation.of_model(factorizer.model.config, factorizer.score_scale,
+        segmentation = Segmentation.of_model(factorizer.model, factorizer.score_scale,
                                              relative_height=event_height)
         events = export.write_annotations(tmp, utterance_id, scores, segmentation, phones=phones, gestures=in_use)
         metrics["events"] = len(events)

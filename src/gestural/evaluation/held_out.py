@@ -223,7 +223,7 @@ def evaluate_model(model: GesturalAutoEncoder, store: UtteranceStore, truth: Pla
     the per-utterance scores and reconstructions in the store's order.
     """
     factorized = neural_factorization(model, store, batch_size)
-    factorized.segmentation = segmentation or Segmentation.of_model(model.config)
+    factorized.segmentation = segmentation or Segmentation.of_model(model)
     metrics, matching = evaluate_factorization(store_utterances(store), factorized, truth, channels=channels,
                                                onset_tolerance=onset_tolerance,
                                                onset_relative_height=onset_relative_height, device=store.device,
@@ -344,7 +344,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     store = UtteranceStore(test_utterances, device)
     neural_metrics, neural_matching, neural = evaluate_model(
         model, store, truth, batch_size=params.batch_size,
-        segmentation=Segmentation.of_model(model.config, loaded.score_scale), **scoring)
+        segmentation=Segmentation.of_model(model, loaded.score_scale), **scoring)
     neural_metrics["fit_seconds"] = _train_seconds(train_metrics_path)
     neural_in_use = score_sparsity(np.concatenate(neural.scores, axis=1), kernels=neural.gesture_kernels)["in_use"]
     say(f"neural: variance explained {neural_metrics['variance_explained']:.4f} "

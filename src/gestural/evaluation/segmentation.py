@@ -8,7 +8,8 @@ at hand). A fixed, per-gesture reference means that a gesture barely used in an 
 no interval there, instead of a tier cut at a tenth of its own faint maximum. Each frame that
 is on covers ``span`` frames: 1 where the score is the activation itself (``response_frames``
 > 0: the score drives the gesture's response, as a task-dynamics activation does), the kernel
-length where a score is an impulse that plays the kernel (no response, classical NMF). Runs
+length where a score is an impulse that plays the kernel (no response, classical NMF, or a
+learned response that has shrunk to an impulse, as on the events corpus's 50 ms bumps). Runs
 that touch merge; runs shorter than ``min_frames`` are dropped (30 ms: no gesture is that
 short). An event's ``amplitude`` is its largest score.
 
@@ -23,14 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from gestural.evaluation.activation import gesture_activity
-from gestural.model.network import ModelConfig
+from gestural.model.network import GesturalAutoEncoder
 
 __all__ = ["DEFAULT_RELATIVE_HEIGHT", "DEFAULT_MIN_FRAMES", "GestureEvent", "Segmentation"]
 
 DEFAULT_RELATIVE_HEIGHT = 0.4
 DEFAULT_MIN_FRAMES = 6
+# A response whose mean delay is at most this many frames is an impulse: the score plays the kernel.
+IMPULSE_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,21 +53,22 @@ class Segmentation:
 
     Attributes
     ----------
-    span : int
-        Frames each frame that is on covers (1: the score is the activation).
+    span : int or ndarray (K,) of int
+        Frames each frame that is on covers, for every gesture or per gesture (1: the score is
+        the activation).
     scale : ndarray (K,) or None
         Each gesture's reference score; None: each row's largest in the utterance.
     relative_height : float in (0, 1]
     min_frames : int >= 1
     """
 
-    span: int
+    span: int | np.ndarray
     scale: np.ndarray | None = None
     relative_height: float = DEFAULT_RELATIVE_HEIGHT
     min_frames: int = DEFAULT_MIN_FRAMES
 
     def __post_init__(self):
-        if self.span < 1:
+        if np.any(np.asarray(self.span) < 1):
             raise ValueError(f"span: must be >= 1 (got {self.span})")
         if not 0 < self.relative_height <= 1:
             raise ValueError(f"relative_height: must be in (0, 1] (got {self.relative_height})")
@@ -71,9 +76,18 @@ class Segmentation:
             raise ValueError(f"min_frames: must be >= 1 (got {self.min_frames})")
 
     @classmethod
-    def of_model(cls, config: ModelConfig, scale=None, **settings) -> Segmentation:
-        """The segmentation of a network's scores: span 1 when its scores drive a response."""
-        span = 1 if config.response_frames > 0 else config.win_size
+    def of_model(cls, model: GesturalAutoEncoder, scale=None, **settings) -> Segmentation:
+        """The segmentation of a network's scores: a gesture whose score drives a response
+        (mean delay over :data:`IMPULSE_DELAY` frames) is cut frame by frame; one without a
+        response, or whose learned response is an impulse, covers its kernel's length."""
+        win_size = model.config.win_size
+        responses = model.decoder.responses
+        if responses is None:
+            span = np.full(model.config.num_gestures, win_size)
+        else:
+            steps = torch.arange(responses.shape[1], dtype=responses.dtype, device=responses.device)
+            delay = (responses.detach() * steps).sum(dim=1).cpu().numpy()
+            span = np.where(delay > IMPULSE_DELAY, 1, win_size)
         return cls(span, None if scale is None else np.asarray(scale, dtype=np.float64), **settings)
 
     def events(self, scores, gestures: Sequence[int] | None = None) -> list[GestureEvent]:
@@ -95,7 +109,7 @@ class Segmentation:
             if not reference > 0:
                 continue
             on = (row >= self.relative_height * reference).astype(np.float64)
-            covered = gesture_activity(on[None], self.span)[0] > 0
+            covered = gesture_activity(on[None], int(np.broadcast_to(self.span, scores.shape[:1])[k]))[0] > 0
             edges = np.diff(np.concatenate([[0], covered.astype(np.int8), [0]]))
             for onset, offset in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
                 if offset - onset >= self.min_frames:
