@@ -1,15 +1,27 @@
-"""Shared fixtures: tiny synthetic archives and hand-made corpora laid out like emadata.tgz."""
+"""Shared fixtures and helpers of the whole suite: params.yaml's settings, tiny synthetic
+archives, hand-made corpora laid out like emadata.tgz, git + DVC repos, one-line errors.
+
+The tests mirror the package (tests/<subpackage>/test_<module>.py); project-wide tests sit
+at the top. Test folders are no packages, so each test file's name must be unique.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from gestural.core import units
 from gestural.core.params import load_params
@@ -23,10 +35,45 @@ from gestural.training.config import TrainConfig
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def project_params() -> dict:
+    """A fresh copy of the project's params.yaml (read with its top-level keys checked)."""
+    return load_params(PROJECT_ROOT / "params.yaml")
+
+
+def src_env() -> dict:
+    """This environment, importing ``gestural`` from the project's src/ (for stage scripts)."""
+    return dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+
+
+@pytest.fixture
+def one_thread():
+    """For tiny problems: one torch thread is fastest, and immune to a busy machine (where
+    spinning OpenMP threads fighting for 2 cores make the same fit 30x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def raises_in_one_line(error: type[BaseException], match: str | None = None):
+    """``pytest.raises(error, match=match)`` whose message is also a single line."""
+    with pytest.raises(error, match=match) as caught:
+        yield caught
+    assert "\n" not in str(caught.value), str(caught.value)
+
+
+def the_one_line(stderr: str) -> str:
+    """The single line that ``stderr`` holds (surrounding whitespace aside), with no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
 def train_config(**overrides) -> TrainConfig:
     """params.yaml's training settings (the only defaults there are), with ``overrides``
     (not validated: tests of validation call ``.validate()`` themselves)."""
-    return dataclasses.replace(TrainConfig.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
+    return dataclasses.replace(TrainConfig.from_params(project_params()), **overrides)
 
 
 def model_config(**overrides) -> ModelConfig:
@@ -36,12 +83,45 @@ def model_config(**overrides) -> ModelConfig:
 
 def evaluate_params(**overrides) -> EvaluateParams:
     """params.yaml's evaluate settings, with ``overrides``."""
-    return dataclasses.replace(EvaluateParams.from_params(load_params(PROJECT_ROOT / "params.yaml")), **overrides)
+    return dataclasses.replace(EvaluateParams.from_params(project_params()), **overrides)
 
 
 def baseline_params(**overrides) -> BaselineParams:
     """params.yaml's ``evaluate.baseline`` settings, with ``overrides``."""
     return dataclasses.replace(evaluate_params().baseline, **overrides)
+
+
+def load_stage(name: str):
+    """The module of the stage script stages/<name>.py, loaded (not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_stage", PROJECT_ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def min_max_normalized(recordings: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Recordings (frames, channels) scaled to [0, 1] per channel over them all, as float32
+    (channels, frames); with the per-channel low and high."""
+    stacked = np.concatenate(recordings)
+    low, high = stacked.min(0), stacked.max(0)
+    return [((r - low) / (high - low)).T.astype(np.float32) for r in recordings], low, high
+
+
+def bump_kernels(num: int, length: int = 10, start: int = 3, width: int = 4, seed: int = 0,
+                 channels: int = 12) -> np.ndarray:
+    """Random non-negative kernels (num, channels, length) whose support is frames [start, start + width)."""
+    rng = np.random.default_rng(seed)
+    kernels = np.zeros((num, channels, length))
+    kernels[:, :, start:start + width] = rng.random((num, channels, width))
+    return kernels
+
+
+def spike_scores(num: int, frames: int, rate: float = 0.03, seed: int = 0) -> np.ndarray:
+    """Random sparse scores (num, frames): a spike of 0.5-1 at each frame with probability ``rate``."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((num, frames)) < rate) * rng.uniform(0.5, 1.0, (num, frames))
 
 
 def tiny_synthetic_config(**overrides) -> SyntheticConfig:
@@ -153,11 +233,34 @@ def corpus_builder(tmp_path) -> CorpusBuilder:
 
 def run_command(command: list[str], repo: Path, env: dict) -> str:
     """Run a command in ``repo``; fail the test with its output if it fails."""
-    import subprocess
-
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def dvc_env(tmp_path: Path, **extra: str) -> dict:
+    """An environment for git and DVC in a temporary repo: this Python's bin/ first on PATH, no
+    analytics, DVC's site cache under ``tmp_path``, no system git config; plus ``extra``."""
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+        **extra,
+    )
+
+
+def init_git_dvc(repo: Path, env: dict) -> None:
+    """``git init`` (branch main, a test identity) and ``dvc init`` in ``repo``."""
+    for command in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
+                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"]):
+        run_command(command, repo, env)
+
+
+def commit_all(repo: Path, env: dict, message: str) -> None:
+    run_command(["git", "add", "-A"], repo, env)
+    run_command(["git", "commit", "-q", "-m", message], repo, env)
 
 
 def make_pipeline_repo(tmp_path: Path, configure) -> tuple[Path, dict]:
@@ -166,34 +269,17 @@ def make_pipeline_repo(tmp_path: Path, configure) -> tuple[Path, dict]:
 
     Returns (repo, env): the environment runs the copy's own ``src`` with this Python.
     """
-    import os
-    import shutil
-    import sys
-
-    import yaml
-
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("src", "stages"):
         shutil.copytree(PROJECT_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(PROJECT_ROOT / name, repo / name)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = project_params()
     configure(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(repo / "src"),
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
-        GIT_CONFIG_NOSYSTEM="1",
-        MPLBACKEND="Agg",
-        OMP_NUM_THREADS="1",
-    )
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "core.analytics", "false"],
-                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "pipeline"]):
-        run_command(command, repo, env)
+    env = dvc_env(tmp_path, PYTHONPATH=str(repo / "src"), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    init_git_dvc(repo, env)
+    run_command(["dvc", "config", "core.analytics", "false"], repo, env)
+    commit_all(repo, env, "pipeline")
     return repo, env

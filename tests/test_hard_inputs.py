@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PROJECT_ROOT, model_config, train_config
+from conftest import PROJECT_ROOT, model_config, project_params, the_one_line, train_config
 
 from gestural.core.files import atomic_dir, atomic_path, current_umask
 from gestural.core.params import KNOWN_TOP_LEVEL, DataParams, ExtractLimits, check_top_level, load_params
@@ -28,11 +28,6 @@ from gestural.data.normalize import normalize_corpus
 from gestural.model.file import read_model_file, save_model
 from gestural.model.network import GesturalAutoEncoder
 from gestural.synthetic.generator import SyntheticConfig, synthetic_config
-
-
-def project_params() -> dict:
-    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-
 
 # --------------------------------------------------------------------------
 # Builders: each makes the hard input under tmp_path and returns the stage body
@@ -184,7 +179,7 @@ def test_a_hard_input_is_refused_with_one_line(tmp_path, capsys, stage, build, e
     status = run_stage(stage, main)
     err = capsys.readouterr().err
     assert status == 1
-    assert len(err.splitlines()) == 1, err
+    the_one_line(err)
     assert re.fullmatch(rf"{stage}: {expected}\n", err), err
     assert not (tmp_path / "pwned").exists()  # the model file's code never ran
     assert not any(p.name.startswith((".extracted", "extracted", "normalized")) for p in tmp_path.iterdir())

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, run_command
+from conftest import PROJECT_ROOT, commit_all, dvc_env, init_git_dvc, run_command
 
 SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
 
@@ -21,17 +18,13 @@ def plots_repo(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("offline")
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"), GIT_CONFIG_NOSYSTEM="1")
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"]):
-        run_command(command, repo, env)
+    env = dvc_env(tmp_path)
+    init_git_dvc(repo, env)
     shutil.copy(PROJECT_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     shutil.copytree(PROJECT_ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)
     (repo / "curve.csv").write_text("epoch,loss\n0,1.0\n1,0.5\n2,0.25\n")
     (repo / "dvc.yaml").write_text("plots:\n  - curve.csv:\n      x: epoch\n      y: loss\n")
-    for command in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "plots"]):
-        run_command(command, repo, env)
+    commit_all(repo, env, "plots")
     return repo, env
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, CorpusBuilder, tiny_synthetic_config
+from conftest import (
+    PROJECT_ROOT,
+    CorpusBuilder,
+    commit_all,
+    dvc_env,
+    init_git_dvc,
+    project_params,
+    run_command,
+    src_env,
+    tiny_synthetic_config,
+)
 
 from gestural.core.params import DataParams, ParamsError, load_params
 from gestural.data.dataset import NormalizedCorpus, read_index
@@ -26,10 +35,6 @@ DATA_STAGES = ("download", "extract", "nema2npy", "normalize")
 # --------------------------------------------------------------------------
 # params.yaml
 # --------------------------------------------------------------------------
-
-
-def project_params() -> dict:
-    return load_params(PROJECT_ROOT / "params.yaml")
 
 
 def test_project_params_are_valid_and_spell_out_the_generator():
@@ -160,25 +165,13 @@ def make_repo(tmp_path: Path, data: dict, synthetic: dict | None = None) -> tupl
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/data/\n__pycache__/\n")
 
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(repo / "src"),  # the copied package, not the checkout's
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp_path / "dvc-site-cache"),
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    for command in (["git", "init", "-q"], ["git", "config", "user.name", "Test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
-                    ["git", "add", "-A"], ["git", "commit", "-q", "-m", "data pipeline"]):
-        run(command, repo, env)
+    env = dvc_env(tmp_path, PYTHONPATH=str(repo / "src"))  # the copied package, not the checkout's
+    init_git_dvc(repo, env)
+    commit_all(repo, env, "data pipeline")
     return repo, env
 
 
-def run(command: list[str], repo: Path, env: dict) -> str:
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+run = run_command
 
 
 def assert_nothing_to_do(repo: Path, env: dict) -> None:
@@ -186,6 +179,7 @@ def assert_nothing_to_do(repo: Path, env: dict) -> None:
     assert status == {}, status
 
 
+@pytest.mark.slow
 def test_synthetic_pipeline_end_to_end(tmp_path):
     synthetic = dataclasses.asdict(tiny_synthetic_config())
     repo, env = make_repo(tmp_path, {"source": "synthetic"}, synthetic)
@@ -243,6 +237,7 @@ def real_like_archive(root: Path) -> Path:
     return builder.tar(root / "downloaded emadata.tgz")
 
 
+@pytest.mark.slow
 def test_archive_source_with_real_layout_end_to_end(tmp_path):
     archive = real_like_archive(tmp_path)
     repo, env = make_repo(tmp_path, {"source": "archive", "archive": str(archive), "test_fraction": 0.3})
@@ -276,7 +271,7 @@ def test_archive_source_with_real_layout_end_to_end(tmp_path):
 
 def run_stage(name: str, workdir: Path, params: dict) -> subprocess.CompletedProcess:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    env = src_env()
     return subprocess.run([sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
                           cwd=workdir, env=env, capture_output=True, text=True)
 
@@ -334,7 +329,7 @@ def test_a_killed_extract_leaves_a_temporary_that_the_next_run_removes(tmp_path)
     (tmp_path / "data/raw").mkdir(parents=True)
     _many_file_archive(tmp_path / "data/raw/emadata.tgz", 1000, 8192)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params(), sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    env = src_env()
     command = [sys.executable, str(PROJECT_ROOT / "stages" / "extract.py")]
 
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)

@@ -12,6 +12,8 @@ from conftest import make_pipeline_repo, project_params, run_command, tiny_synth
 
 from gestural.evaluation.associations import ASSOCIATION_FILE, load_associations
 
+pytestmark = pytest.mark.slow
+
 PARAMS = project_params()
 # The effective kernels: win_size frames convolved with a response of response_frames.
 KERNEL_FRAMES = PARAMS["win_size"] + max(PARAMS["train"]["response_frames"] - 1, 0)

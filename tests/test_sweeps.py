@@ -19,6 +19,8 @@ import pytest
 import yaml
 from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
 
+pytestmark = pytest.mark.slow
+
 QUEUE_TIMEOUT_S = 300
 
 

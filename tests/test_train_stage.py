@@ -4,14 +4,13 @@ status 1 (130 for Ctrl-C), never a traceback, never a stale or half-written mode
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PROJECT_ROOT, train_config
+from conftest import load_stage, project_params, the_one_line, train_config
 
 from gestural.core.files import save_npy, write_json
 from gestural.core.stage import run_stage
@@ -35,7 +34,7 @@ def make_project(root, change=lambda params: None, frames=(120, 90, 100, 80)):
     write_index(normalized / "index.csv", rows, INDEX_COLUMNS + ("split",))
     write_json(normalized / "stats.json", {"channels": [f"c{i}" for i in range(CHANNELS)],
                                           "low": [0.0] * CHANNELS, "high": [1.0] * CHANNELS})
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = project_params()
     params.update(num_gestures=4, win_size=6, segment_len=60, batch_size=2, epochs=2, device="cpu")
     params["train"].update(hidden=8, threads=1, steps_per_epoch=2, init="random", figure_every=1000)
     change(params)
@@ -43,10 +42,7 @@ def make_project(root, change=lambda params: None, frames=(120, 90, 100, 80)):
 
 
 def train_stage():
-    spec = importlib.util.spec_from_file_location("train_stage", PROJECT_ROOT / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_stage("train")
 
 
 def run_train(root, monkeypatch):
@@ -92,8 +88,7 @@ def test_a_bad_param_is_one_line_and_no_model(tmp_path, monkeypatch, capsys, cha
         no_cuda(change)
     make_project(tmp_path, change)
     assert run_train(tmp_path, monkeypatch) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
+    assert message in the_one_line(capsys.readouterr().err)
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
@@ -115,6 +110,7 @@ def test_a_model_of_another_shape_to_continue_from_is_one_line(tmp_path, monkeyp
     assert "params.yaml train.init: " in err and "num_gestures=5" in err
 
 
+@pytest.mark.slow
 def test_an_unwritable_models_directory_is_one_line(tmp_path, monkeypatch, capsys):
     if os.geteuid() == 0:
         # root writes anywhere: make "models" a file instead, which nobody can write into
@@ -124,8 +120,7 @@ def test_an_unwritable_models_directory_is_one_line(tmp_path, monkeypatch, capsy
         (tmp_path / "models").chmod(0o500)
     make_project(tmp_path)
     assert run_train(tmp_path, monkeypatch) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "models" in err[0], err
+    assert "models" in the_one_line(capsys.readouterr().err)
 
 
 def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
@@ -140,6 +135,7 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "models" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_quietly_with_the_checkpoint_intact_and_a_rerun_resumes(tmp_path, monkeypatch, capsys, caplog):
     make_project(tmp_path, top("epochs", 3))
     from gestural.training import trainer as training
@@ -163,6 +159,7 @@ def test_ctrl_c_exits_quietly_with_the_checkpoint_intact_and_a_rerun_resumes(tmp
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_an_edit_to_the_code_starts_fresh(tmp_path, monkeypatch, caplog):
     make_project(tmp_path, top("epochs", 3))
     from gestural.training import checkpoint

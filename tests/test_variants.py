@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
-from conftest import PROJECT_ROOT
+from conftest import min_max_normalized, project_params
 
 from gestural.data.batches import UtteranceStore
 from gestural.evaluation.held_out import evaluate_model
 from gestural.synthetic.articulatory import GESTURE_NAMES, ArticulatoryConfig, generate
 from gestural.training.config import TrainConfig
 from gestural.training.trainer import Trainer
+
+pytestmark = pytest.mark.slow
 
 TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", "model", "loss", "epochs", "seed",
              "device")
@@ -28,9 +29,7 @@ TOP_LEVEL = ("segment_len", "win_size", "num_gestures", "sparse", "batch_size", 
 def corpus():
     """(train, test, test activations): 2 speakers x 40 utterances of 1-3 s, min-max normalized."""
     recordings = generate(ArticulatoryConfig(), ["fsyn0", "msyn0"], 40, seed=1)
-    positions = np.concatenate([r.positions for r in recordings])
-    low, high = positions.min(0), positions.max(0)
-    utterances = [((r.positions - low) / (high - low)).T.astype(np.float32) for r in recordings]
+    utterances, _low, _high = min_max_normalized([r.positions for r in recordings])
     activations = []
     for r in recordings[-12:]:
         active = np.zeros((len(GESTURE_NAMES), len(r.positions)), dtype=bool)
@@ -41,7 +40,7 @@ def corpus():
 
 
 def default_config(**overrides) -> TrainConfig:
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = project_params()
     values = {key: params[key] for key in TOP_LEVEL}
     values.update(params["train"])
     values.update(device="cpu", epochs=12, steps_per_epoch=25, hidden=32, threads=2, figure_every=1000)

@@ -163,6 +163,7 @@ def test_cost_never_increases_without_penalties():
     assert np.all(np.diff(t_cost) <= 1e-6 * t_cost[:-1])
 
 
+@pytest.mark.slow
 def test_three_hundred_gestures_on_little_data_converge():
     _, utterances, _ = continuous_problem([300, 400], seed=4)
     model = ConvNMF(300, L, max_iter=1000, tol=1e-4, lambda_xortho=0.1, seed=0)

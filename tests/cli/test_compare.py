@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gestural.cli.compare import compare_experiments, kernel_set_dissimilarity
+from gestural.cli.compare import METRICS, compare_experiments, kernel_set_dissimilarity
 from gestural.cli.compare_report import write_report
 from gestural.cli.experiments import CompareError, experiments_from_exp_show, load_kernels, read_exp_show
+from gestural.evaluation.files import SUMMARY_KEYS
 
 PARAMS = {"num_gestures": 100, "seed": 0, "device": "auto", "sparse": False, "train": {"lr": 0.003, "threads": 0}}
 
@@ -222,6 +223,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_three_files(sweep, tmp_path):
     show, _, by_name = sweep
     (tmp_path / "show.json").write_text(json.dumps(show))
@@ -236,6 +238,7 @@ def test_cli_writes_the_three_files(sweep, tmp_path):
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["source"] == "show.json"
 
 
+@pytest.mark.slow
 def test_cli_bad_json_names_the_file_and_writes_nothing(tmp_path):
     (tmp_path / "show.json").write_text("{not json")
     result = _cli(["--exp-show-json", "show.json", "--out", "out", "--no-stability"], tmp_path)
@@ -245,3 +248,7 @@ def test_cli_bad_json_names_the_file_and_writes_nothing(tmp_path):
     with pytest.raises(CompareError, match="expected a list of commits"):
         (tmp_path / "dict.json").write_text("{}")
         read_exp_show(tmp_path / "dict.json")
+
+
+def test_compare_reports_only_metrics_the_evaluate_stage_writes():
+    assert set(METRICS) <= set(SUMMARY_KEYS)

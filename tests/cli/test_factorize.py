@@ -191,6 +191,7 @@ def test_find_lab_looks_beside_the_nema_directory(tmp_path):
     assert find_lab(alone) is None
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_command_line(tmp_path, model_path):
     path = corpus_file(tmp_path, "u", z_values())
     result = subprocess.run([sys.executable, "-m", "gestural", "factorize", "--model", str(model_path), "--ema",
@@ -224,6 +225,7 @@ def test_textgrid_and_events_describe_the_same_events_with_the_phones(tmp_path, 
     assert all(r["offset_s"] - r["onset_s"] >= 0.02 - 1e-9 or r["offset_s"] == pytest.approx(1.0) for r in events)
 
 
+@pytest.mark.slow
 def test_a_fifo_is_refused_with_one_line_instead_of_blocking(tmp_path, model_path):
     fifo = tmp_path / "live.ema"
     os.mkfifo(fifo)

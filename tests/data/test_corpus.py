@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import src_env
 
 from gestural.core.params import DataParams
 from gestural.data import corpus, ema
@@ -279,7 +279,7 @@ def start_pool(tmp_path):
     """The stage's process pool (2 workers) in a new process group; returns (process, worker pids)."""
     script = tmp_path / "pool.py"
     script.write_text(POOL_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    env = src_env()
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env, start_new_session=True)
     workers = set()
@@ -316,6 +316,7 @@ def test_pool_workers_die_when_the_stage_is_killed(tmp_path):
     assert not survivors, f"orphaned pool workers {survivors}"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_pool_with_one_line(tmp_path):
     process, workers = start_pool(tmp_path)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group

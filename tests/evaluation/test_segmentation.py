@@ -70,3 +70,9 @@ def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_
 def test_impossible_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         Segmentation(**settings)
+
+
+def test_an_impulse_playing_a_kernel_shorter_than_the_minimum_is_still_an_event():
+    scores = np.zeros((1, 50))
+    scores[0, 10] = 1.0
+    assert [(e.onset, e.offset) for e in Segmentation(4, min_frames=6).events(scores)] == [(10, 14)]

@@ -306,6 +306,7 @@ def write_stage_outputs(root, *, ground_truth: bool = True, examples: int = 2) -
                         correlation=root / "plots" / "corr.csv", normalized=normalized, extracted=extracted)
 
 
+@pytest.mark.slow
 def test_make_figures_writes_every_declared_figure(tmp_path):
     inputs = write_stage_outputs(tmp_path)
     out = tmp_path / "plots" / "figures"
@@ -317,6 +318,7 @@ def test_make_figures_writes_every_declared_figure(tmp_path):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
+@pytest.mark.slow
 def test_make_figures_without_ground_truth_or_examples_keeps_the_file_set(tmp_path):
     inputs = write_stage_outputs(tmp_path, ground_truth=False, examples=0)
     out = tmp_path / "figures"

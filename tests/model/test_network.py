@@ -46,6 +46,7 @@ def test_kernels_have_unit_norm_and_baseline_is_added():
     torch.testing.assert_close(out, (torch.arange(12.0) / 10)[None, :, None].expand(2, 12, 5))
 
 
+@pytest.mark.slow
 def test_weights_scores_and_baseline_stay_non_negative_under_training():
     model = tiny_model(peak_window=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.5)  # large steps try to push below zero

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import train_config
+from conftest import min_max_normalized, project_params, train_config
 
 from gestural.synthetic.generator import SyntheticConfig, generate
 from gestural.training.config import TrainConfig
@@ -23,9 +20,7 @@ def utterances():
     """A few planted utterances in normalized units: (train, test)."""
     config = SyntheticConfig(speakers=["s"], utterances_per_speaker=12, min_seconds=1.0, max_seconds=2.0, seed=1)
     _kernels, _baseline, generated = generate(config)
-    stacked = np.concatenate([u.latent for u in generated])
-    low, high = stacked.min(0), stacked.max(0)
-    normalized = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in generated]
+    normalized, _low, _high = min_max_normalized([u.latent for u in generated])
     return normalized[:-3], normalized[-3:]
 
 
@@ -50,7 +45,7 @@ def test_invalid_precision_or_compile_names_the_param(name, value, message):
 
 
 def test_params_yaml_keys_and_defaults():
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = project_params()
     default = TrainConfig.from_params(params)
     assert (default.precision, default.compile) == ("fp32", False)
     params["train"].update(precision="bf16", compile=True)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import train_config
+from conftest import min_max_normalized, project_params, train_config
 
 from gestural.core.devices import resolve_device
 from gestural.core.params import ParamsError
@@ -32,17 +30,13 @@ from gestural.training.outputs import (
 )
 from gestural.training.trainer import Trainer, TrainingDataError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def planted_problem():
     """A small planted corpus in normalized units: (train, test, planted kernels)."""
     config = SyntheticConfig(speakers=["s", "t"], utterances_per_speaker=30, snr_db=40.0, jitter=0.0, seed=3)
     kernels, _baseline, utterances = generate(config)
-    stacked = np.concatenate([u.latent for u in utterances])
-    low, high = stacked.min(0), stacked.max(0)
-    normalized = [((u.latent - low) / (high - low)).T.astype(np.float32) for u in utterances]
+    normalized, low, high = min_max_normalized([u.latent for u in utterances])
     planted = kernels / (high - low)[None, :, None]
     return normalized[:-8], normalized[-8:], planted
 
@@ -58,6 +52,7 @@ def small_config(**overrides) -> TrainConfig:
     return train_config(**settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ae", "vae"])
 def test_recovers_the_planted_kernels(planted_problem, model):
     train, test, planted = planted_problem
@@ -74,6 +69,7 @@ def test_recovers_the_planted_kernels(planted_problem, model):
     assert last.test_reconstruction < 0.2 * result.history[0].test_reconstruction or last.test_reconstruction < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_problem, tmp_path, optimizer):
     train, test, _ = planted_problem
@@ -112,6 +108,7 @@ def test_same_seed_same_result_and_resume_continues_from_the_checkpoint(planted_
     assert changed.start_epoch == 0
 
 
+@pytest.mark.slow
 def test_a_larger_response_lr_lets_few_large_batch_steps_shorten_the_responses(planted_problem):
     # The planted scores are impulses, so the learned responses should shrink from their 5 Hz
     # start (a time constant of 6.4 frames) towards one frame. At batch 64 for 60 steps AdamW
@@ -247,7 +244,7 @@ def test_bad_params_fail_naming_the_param(overrides, message):
 
 
 def test_unknown_or_missing_train_keys_are_refused():
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = project_params()
     TrainConfig.from_params(params)  # the committed file is complete
     params["train"]["lr_max"] = 1.0
     with pytest.raises(ParamsError, match=r"train: unknown key\(s\) \['lr_max'\]"):

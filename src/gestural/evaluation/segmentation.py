@@ -11,7 +11,8 @@ is on covers ``span`` frames: 1 where the score is the activation itself (``resp
 length where a score is an impulse that plays the kernel (no response, classical NMF, or a
 learned response that has shrunk to an impulse, as on the events corpus's 50 ms bumps). Runs
 that touch merge; runs shorter than ``min_frames`` are dropped (30 ms: no gesture is that
-short). An event's ``amplitude`` is its largest score.
+short), or than the kernel where a score plays one that is shorter still. An event's
+``amplitude`` is its largest score.
 
 The defaults were chosen on the default articulatory corpus's held-out utterances (seed 0):
 exported gestures on per frame 2.0 against 1.35 planted, where a tenth of each utterance's
@@ -109,10 +110,12 @@ class Segmentation:
             if not reference > 0:
                 continue
             on = (row >= self.relative_height * reference).astype(np.float64)
-            covered = gesture_activity(on[None], int(np.broadcast_to(self.span, scores.shape[:1])[k]))[0] > 0
+            span = int(np.broadcast_to(self.span, scores.shape[:1])[k])
+            covered = gesture_activity(on[None], span)[0] > 0
+            shortest = min(self.min_frames, span) if span > 1 else self.min_frames  # a kernel shorter than 30 ms
             edges = np.diff(np.concatenate([[0], covered.astype(np.int8), [0]]))
             for onset, offset in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-                if offset - onset >= self.min_frames:
+                if offset - onset >= shortest:
                     events.append(GestureEvent(int(k), int(onset), int(offset), float(row[onset:offset].max())))
         events.sort(key=lambda e: (e.onset, e.gesture))
         return events
