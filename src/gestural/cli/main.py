@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="longest run of missing frames to interpolate (default 20 = 100 ms)")
     factorize.add_argument("--event-height", type=float, default=None, metavar="FRACTION",
                            help="a gesture is on (an interval of its TextGrid tier and events.csv) where its score "
-                                "is at least this fraction of its largest on the training utterances (default: "
-                                "the segmentation's, 0.4, as the evaluate stage scores it)")
+                                "is at least this fraction of its largest on the training utterances (default: the "
+                                "evaluate stage's, gestural.evaluation.segmentation.DEFAULT_RELATIVE_HEIGHT)")
     factorize.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     factorize.add_argument("--dpi", type=int, default=110, help="resolution of the figures (default 110)")
     factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")

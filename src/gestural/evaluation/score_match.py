@@ -155,7 +155,8 @@ def gestural_score_metrics(planted: Sequence[np.ndarray], intervals: Sequence[Se
     num_gestures = scores[0].shape[0]
     exported = [interval_mask(found, num_gestures, truth.shape[1]) for truth, found in zip(planted, intervals)]
     iou = iou_matrix(planted, exported)
-    pairs = match(iou, np.any([mask.any(axis=1) for mask in exported], axis=0))
+    with_intervals = np.any([mask.any(axis=1) for mask in exported], axis=0)  # (K,)
+    pairs = match(iou, with_intervals)
     on, per_utterance, length_ms = _interval_stats(exported)
     planted_on, planted_per_utterance, planted_ms = _interval_stats(list(planted))
     metrics = {
@@ -169,8 +170,7 @@ def gestural_score_metrics(planted: Sequence[np.ndarray], intervals: Sequence[Se
         "score_interval_ms": length_ms,
         "planted_interval_ms": planted_ms,
         "score_oracle_iou": oracle_iou(planted, scores),
-        "score_gestures_with_intervals": int(sum(1 for row in np.any([m.any(axis=1) for m in exported], axis=0)
-                                                 if row)),
+        "score_gestures_with_intervals": int(with_intervals.sum()),
     }
     return metrics, [(p, k, float(iou[p, k])) for p, k in pairs]
 

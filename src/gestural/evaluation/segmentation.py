@@ -105,8 +105,10 @@ class Segmentation:
         events = []
         for k in rows:
             row = scores[k]
-            reference = float(row.max()) if self.scale is None and row.size else (
-                float(self.scale[k]) if self.scale is not None else 0.0)
+            if self.scale is not None:
+                reference = float(self.scale[k])
+            else:
+                reference = float(row.max()) if row.size else 0.0
             if not reference > 0:
                 continue
             on = (row >= self.relative_height * reference).astype(np.float64)
