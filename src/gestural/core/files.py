@@ -1,4 +1,10 @@
-"""Atomic writes: every output appears whole or not at all."""
+"""Atomic writes (every output appears whole or not at all) and safe reads of user-named files.
+
+A write that fails (a full disk, a file-size limit) raises an OSError naming the output, not
+its temporary, and leaves nothing behind. A file whose path comes from a user is read with
+:func:`read_user_file`: regular files only (a FIFO would block, ``/dev/zero`` never ends),
+up to a size cap, refused in one line naming the path otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +41,92 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# ----------------------------------------------------------------- reading user files
+
+MIB = 1 << 20
+
+
+class UserFileError(ValueError):
+    """A file named by a user cannot be read: it is not a regular file, or is over its size cap.
+
+    Attributes
+    ----------
+    path : str
+    reason : str
+        What is wrong, in words (the message is ``"<path>: <reason>"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        # Picklable, so that it survives a process pool.
+        return (type(self), (self.path, self.reason))
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _size(count: int) -> str:
+    return f"{count / MIB:.0f} MiB" if count >= MIB else f"{count} bytes"
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> os.stat_result:
+    """Make sure ``path`` is a regular file (of at most ``max_bytes``) without opening it.
+
+    ``os.stat`` never opens the file, so a FIFO cannot block here and a device is not read.
+
+    Returns
+    -------
+    os.stat_result
+
+    Raises
+    ------
+    FileNotFoundError
+        No such path (as ``os.stat`` raises it; other OSErrors too).
+    UserFileError
+        A directory, FIFO, device or socket; or a file over ``max_bytes``.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise UserFileError(path, f"is {_file_kind(info.st_mode)}, not a regular {what}")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise UserFileError(path, f"{_size(info.st_size)}, over the {_size(max_bytes)} this reads as {what}")
+    return info
+
+
+def read_user_file(path: str | os.PathLike, what: str = "file", max_bytes: int = 256 * MIB) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (see :func:`check_regular_file`).
+
+    Raises
+    ------
+    FileNotFoundError, OSError
+        The path is missing or cannot be opened.
+    UserFileError
+        Not a regular file, or over ``max_bytes``.
+    """
+    check_regular_file(path, what, max_bytes)
+    # O_NONBLOCK: should the path have become a FIFO since the stat, open returns at once
+    # instead of waiting for a writer; fstat then tells what was opened.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserFileError(path, f"is {_file_kind(mode)}, not a regular {what}")
+        data = handle.read(max_bytes + 1)  # + 1: a file that grew since the stat is caught too
+    if len(data) > max_bytes:
+        raise UserFileError(path, f"over the {_size(max_bytes)} this reads as {what}")
+    return data
+
+
+# ------------------------------------------------------------------------ atomic writes
 
 
 def _temp_prefix(path: Path) -> str:
@@ -90,16 +183,41 @@ def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _naming_the_output(error: OSError, tmp: Path, path: Path) -> OSError:
+    """``error`` as raised while writing ``tmp`` for ``path``, naming ``path`` instead.
+
+    A failed write(2) carries no file name at all (ENOSPC, EFBIG), and a failed rename or
+    mkstemp names the temporary: either way the message would not say which output failed.
+    An error naming some other file (an input read while writing) is left as it is.
+    """
+    name = None if error.filename is None else Path(os.fspath(error.filename))
+    if not error.errno or (name is not None and name != tmp and tmp not in name.parents):
+        return error
+    where = path if name is None or name == tmp else path / name.relative_to(tmp)
+    # OSError(errno, ...) gives the errno's subclass (PermissionError, IsADirectoryError...).
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), os.fspath(where))
+
+
+def _temporary_beside(path: Path, make):
+    """``make`` (mkstemp or mkdtemp) a temporary beside ``path``; an error names ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(path)
+    try:
+        return make(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as error:  # names the temporary it tried to create
+        raise _naming_the_output(error, Path(os.fspath(error.filename or path)), path) from error
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched; an OSError
+    writing the temporary or renaming it is raised again naming ``path`` (a full disk,
+    ``errno.ENOSPC``, or a file-size limit, ``errno.EFBIG``, say which output they stopped).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path, tempfile.mkstemp)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -108,6 +226,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
+    except OSError as error:
+        raise _naming_the_output(error, tmp_path, path) from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -120,9 +240,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced only after the new content is complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    tmp = Path(_temporary_beside(path, tempfile.mkdtemp))
     try:
         yield tmp
         # mkdtemp creates 0700 whatever the umask; give the output the mode mkdir() would.
@@ -134,6 +252,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as error:  # as atomic_path: name the output (tmp/x -> path/x), not the temporary
+        raise _naming_the_output(error, tmp, path) from error
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from gestural.core.files import atomic_path
 from gestural.core.units import NUM_CHANNELS
-from gestural.data.est_track import read_est_track
+from gestural.data.est_track import parse_est_track
 from gestural.data.parsing import EmaFormatError, PathLike, decode_ascii, parse_float, parse_row, read_bytes
 
 # --------------------------------------------------------------------------
@@ -56,9 +56,14 @@ def read_nema(path: PathLike, num_channels: int = NUM_CHANNELS) -> np.ndarray:
         Empty file, binary content, a ragged line, a non-numeric token, or
         fewer than ``num_channels`` columns.
     """
+    return _parse_nema(path, read_bytes(path), num_channels)
+
+
+def _parse_nema(path: PathLike, data: bytes, num_channels: int) -> np.ndarray:
+    """:func:`read_nema` of the file's ``data``, already read."""
     if num_channels < 1:
         raise ValueError(f"num_channels must be at least 1, got {num_channels}")
-    text = decode_ascii(path, read_bytes(path))
+    text = decode_ascii(path, data)
     if not text.strip():
         raise EmaFormatError(path, None, "file is empty")
     try:
@@ -120,7 +125,9 @@ def write_nema(path: PathLike, values: np.ndarray) -> None:
 def read_ema(path: PathLike, num_channels: int = NUM_CHANNELS) -> np.ndarray:
     """Read articulator trajectories from an EST Track or a nema file.
 
-    The format is detected from the content: EST files begin with ``EST_File``.
+    The format is detected from the content: EST files begin with ``EST_File``. The file is
+    read once, as a regular file of at most :data:`gestural.data.parsing.MAX_FILE_BYTES`
+    (a FIFO or a device is refused, never opened).
 
     Parameters
     ----------
@@ -132,12 +139,10 @@ def read_ema(path: PathLike, num_channels: int = NUM_CHANNELS) -> np.ndarray:
     -------
     values : ndarray of shape (frames, num_channels), float32
     """
-
-    with open(path, "rb") as handle:
-        magic = handle.read(8)
-    if magic != b"EST_File":
-        return read_nema(path, num_channels)
-    track = read_est_track(path)
+    data = read_bytes(path)
+    if not data.startswith(b"EST_File"):
+        return _parse_nema(path, data, num_channels)
+    track = parse_est_track(path, data)
     if track.values.shape[1] < num_channels:
         raise EmaFormatError(
             path, None,

@@ -46,6 +46,9 @@ class EstTrack:
 
 _HEADER_END = re.compile(rb"^EST_Header_End[ \t]*(?:\r?\n|$)", re.MULTILINE)
 _BYTE_ORDERS = {"01": "<", "10": ">"}  # 01 = little-endian (LSB first)
+# EMA tracks have tens of channels; a header claiming more is refused before a name is made
+# for each (a 6 KB file claiming a billion would otherwise exhaust memory).
+MAX_CHANNELS = 10_000
 
 
 def read_est_track(path: PathLike) -> EstTrack:
@@ -68,7 +71,11 @@ def read_est_track(path: PathLike) -> EstTrack:
         ``NumChannels``, ``DataType`` or ``ByteOrder``, truncated binary data,
         or an ASCII row with the wrong number of columns.
     """
-    data = read_bytes(path)
+    return parse_est_track(path, read_bytes(path))
+
+
+def parse_est_track(path: PathLike, data: bytes) -> EstTrack:
+    """:func:`read_est_track` of the file's ``data``, already read (``path`` names it in errors)."""
     match = _HEADER_END.search(data)
     if match is None:
         if not data.startswith(b"EST_File"):
@@ -95,17 +102,10 @@ def read_est_track(path: PathLike) -> EstTrack:
     data_type = _header_choice(path, fields, "DataType", ("binary", "ascii"))
     breaks_present = fields.get("BreaksPresent", (0, "false"))[1].lower() == "true"
 
-    channel_names = [f"channel_{i}" for i in range(num_channels)]
-    for key, (number, value) in fields.items():
-        if key.startswith("Channel_") and key[8:].isdigit():
-            index = int(key[8:])
-            if index >= num_channels:
-                raise EmaFormatError(
-                    path, number, f"{key} given but NumChannels is {num_channels}"
-                )
-            channel_names[index] = value
-
     width = 1 + int(breaks_present) + num_channels
+    # Before anything of the header's sizes is allocated: do the data hold what it claims?
+    _check_header_sizes(path, fields, num_frames, width, data_type == "binary", len(data) - match.end())
+    channel_names = _channel_names(path, fields, num_channels)
     if data_type == "binary":
         byte_order = _header_choice(path, fields, "ByteOrder", tuple(_BYTE_ORDERS))
         table = _read_est_binary(
@@ -134,6 +134,34 @@ def _header_int(path: PathLike, fields: dict, key: str) -> int:
     return int(value)
 
 
+def _check_header_sizes(path: PathLike, fields: dict, num_frames: int, width: int, binary: bool,
+                        body_bytes: int) -> None:
+    """Refuse NumChannels over :data:`MAX_CHANNELS`, and binary data shorter than NumFrames x
+    the columns (4 bytes a value). ASCII data need no size check: they are parsed row by row,
+    and a row of the wrong width stops the reading."""
+    line, channels = fields["NumChannels"]
+    if int(channels) > MAX_CHANNELS:
+        raise EmaFormatError(path, line, f"NumChannels {channels} is over the {MAX_CHANNELS} channels this "
+                                         "reader accepts")
+    needed = num_frames * width * 4
+    if binary and needed > body_bytes:
+        raise EmaFormatError(
+            path, None,
+            f"truncated binary data: {body_bytes} bytes hold {body_bytes // (4 * width)} complete frames, "
+            f"header says NumFrames {num_frames} x {width} columns ({needed} bytes)")
+
+
+def _channel_names(path: PathLike, fields: dict, num_channels: int) -> list[str]:
+    names = [f"channel_{i}" for i in range(num_channels)]
+    for key, (number, value) in fields.items():
+        if key.startswith("Channel_") and key[8:].isdigit():
+            index = int(key[8:])
+            if index >= num_channels:
+                raise EmaFormatError(path, number, f"{key} given but NumChannels is {num_channels}")
+            names[index] = value
+    return names
+
+
 def _header_choice(path: PathLike, fields: dict, key: str, choices: tuple[str, ...]) -> str:
     if key not in fields:
         raise EmaFormatError(path, None, f"header has no {key}")
@@ -147,16 +175,7 @@ def _header_choice(path: PathLike, fields: dict, key: str, choices: tuple[str, .
 def _read_est_binary(
     path: PathLike, body: bytes, num_frames: int, width: int, endian: str
 ) -> np.ndarray:
-    frame_bytes = 4 * width
-    expected = num_frames * frame_bytes
-    if len(body) < expected:
-        found = len(body) // frame_bytes
-        raise EmaFormatError(
-            path,
-            None,
-            f"truncated binary data: {len(body)} bytes hold {found} complete frames, "
-            f"header says NumFrames {num_frames} ({expected} bytes)",
-        )
+    expected = num_frames * width * 4  # the body holds that many (_check_header_sizes)
     # A trailing newline is harmless; any other surplus means the header lies.
     surplus = body[expected:]
     if surplus.strip(b"\r\n"):

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import os
 
+from gestural.core.files import MIB, UserFileError, read_user_file
+
 PathLike = str | os.PathLike
+
+# Far above any file of the corpus (its EMA files are tens of KB, its largest wav a few hundred
+# KB), and low enough that a mistaken path (a disk image, a log) is refused before it is parsed.
+MAX_FILE_BYTES = 256 * MIB
 
 
 class EmaFormatError(ValueError):
@@ -37,9 +43,20 @@ class EmaFormatError(ValueError):
         return (type(self), (self.path, self.line, self.reason))
 
 
-def read_bytes(path: PathLike) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def read_bytes(path: PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``.
+
+    Raises
+    ------
+    EmaFormatError
+        A FIFO, device or directory (never opened, so never blocking), or a file over the cap.
+    OSError
+        The file is missing or cannot be read.
+    """
+    try:
+        return read_user_file(path, "file", max_bytes)
+    except UserFileError as error:
+        raise EmaFormatError(path, None, error.reason) from None
 
 
 def decode_ascii(path: PathLike, data: bytes) -> str:
