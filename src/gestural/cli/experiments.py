@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gestural.core.files import MIB, UserFileError, read_user_file
 from gestural.evaluation.files import EvaluationFileError, parse_eval_summary
 from gestural.model.gestures_file import GESTURES_FILE, GesturesFileError, read_gestures
 
@@ -48,6 +49,8 @@ METRICS_FILE = "metrics/eval.json"
 KERNELS_FILE = f"models/{GESTURES_FILE}"
 
 FINISHED_STATES = ("success",)
+# A sweep of a thousand experiments prints a few MB; the cap stops a mistaken path.
+MAX_EXP_SHOW_BYTES = 256 * MIB
 
 
 class CompareError(RuntimeError):
@@ -87,14 +90,34 @@ class Experiment:
 # ------------------------------------------------------------------ dvc exp show
 
 
+def dvc_root(repo: str | os.PathLike) -> Path:
+    """The DVC project holding ``repo``: the nearest of it and its parents with a ``.dvc``
+    directory, as dvc itself finds it.
+
+    Raises
+    ------
+    CompareError
+        ``repo`` is not a directory, or no DVC project holds it.
+    """
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise CompareError(f"{repo}: --repo is not a directory" if repo.exists() else f"{repo}: no such directory")
+    found = next((p for p in (repo.resolve(), *repo.resolve().parents) if (p / ".dvc").is_dir()), None)
+    if found is None:
+        raise CompareError(f"{repo}: not a DVC project (no .dvc directory here or above; `dvc init` makes one)")
+    return found
+
+
 def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> list:
     """Run ``dvc exp show --json`` in ``repo`` and return its parsed output.
 
     Raises
     ------
     CompareError
-        When dvc fails (its message is included) or prints something that is not JSON.
+        ``repo`` is no DVC project, dvc fails (its message is included) or prints something
+        that is not JSON.
     """
+    dvc_root(repo)  # else dvc prints an empty table, which would read as "no experiment"
     command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
     if all_commits:
         command.append("--all-commits")
@@ -109,12 +132,26 @@ def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> li
 
 
 def read_exp_show(path: str | os.PathLike) -> list:
-    """Read a saved ``dvc exp show --json`` output."""
+    """Read a saved ``dvc exp show --json`` output: a regular file of at most
+    :data:`MAX_EXP_SHOW_BYTES` (a FIFO or a device is refused, never opened), UTF-8 JSON.
+
+    Raises
+    ------
+    CompareError
+        One line naming the file and the problem.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_user_file(path, "dvc exp show --json output", MAX_EXP_SHOW_BYTES)
+    except UserFileError as error:
+        raise CompareError(str(error)) from None
     except OSError as error:
         raise CompareError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CompareError(f"{path}: not JSON (binary or not UTF-8: byte 0x{data[error.start]:02x} "
+                           f"at offset {error.start})") from None
     return _parse_exp_show(text, str(path))
 
 
@@ -123,6 +160,8 @@ def _parse_exp_show(text: str, source: str) -> list:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise CompareError(f"{source}: not JSON (line {error.lineno}: {error.msg})") from None
+    except RecursionError:  # the json module recurses once per nesting level
+        raise CompareError(f"{source}: JSON nested too deeply to be a dvc exp show output") from None
     if not isinstance(data, list) or not all(isinstance(commit, dict) for commit in data):
         raise CompareError(f"{source}: expected a list of commits as dvc exp show --json writes")
     return data
@@ -139,11 +178,14 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict:
     return flat
 
 
-def _params(data: Mapping) -> dict:
+def _params(data: Mapping, source: str) -> dict:
     params = {}
-    for file, content in (data.get("params") or {}).items():
-        prefix = "" if file == "params.yaml" else f"{file}:"
-        params.update(_flatten((content or {}).get("data") or {}, prefix))
+    try:
+        for file, content in (data.get("params") or {}).items():
+            prefix = "" if file == "params.yaml" else f"{file}:"
+            params.update(_flatten((content or {}).get("data") or {}, prefix))
+    except RecursionError:  # JSON just shallow enough to parse, too deep to flatten
+        raise CompareError(f"{source}: params nested too deeply to be params.yaml's") from None
     return params
 
 
@@ -199,7 +241,7 @@ def experiments_from_exp_show(show: Sequence, source: str = "dvc exp show",
                 skipped.append({"name": name, "reason": f"no {metrics_file} neural metrics"
                                                         + (f" ({reason})" if reason else "")})
                 continue
-            experiments.append(Experiment(name=name, rev=rev, params=_params(data), metrics=summary.neural,
+            experiments.append(Experiment(name=name, rev=rev, params=_params(data, source), metrics=summary.neural,
                                           ground_truth=(metrics_entry.get("data") or {}).get("ground_truth")))
     return experiments, skipped
 

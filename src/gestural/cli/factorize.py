@@ -22,7 +22,6 @@ The TextGrid, events and scores formats are :mod:`gestural.evaluation.export`'s.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from gestural.core.devices import resolve_device
-from gestural.core.files import atomic_dir, json_safe, save_npy, write_json
+from gestural.core.files import UserFileError, atomic_dir, check_regular_file, json_safe, save_npy, write_json
 from gestural.core.metrics import reconstruction_metrics, score_sparsity
 from gestural.core.params import DEVICE_CHOICES, ParamsError, is_device_name
 from gestural.core.units import CHANNELS, FRAME_RATE, NUM_CHANNELS
@@ -102,6 +101,8 @@ class FileFactorizer:
             loaded = load_model(model_path, torch_device)
         except (FileNotFoundError, ModelFileError) as error:
             raise FactorizeError(str(error)) from None
+        except OSError as error:  # e.g. no permission to read it
+            raise FactorizeError(f"{model_path}: cannot read the model file ({error.strerror or error})") from None
         model, normalization = loaded.model, loaded.normalization
         try:
             low = np.asarray(normalization["low"], dtype=np.float64)[:NUM_CHANNELS]
@@ -174,25 +175,21 @@ class UtteranceResult:
     metrics: dict
 
 
-def require_regular_file(path: str | os.PathLike) -> None:
+def require_regular_file(path: str | os.PathLike, what: str = "EMA file") -> None:
     """Refuse a path that is not a regular file: opening a FIFO would block until a writer
-    comes, a device would be read forever.
+    comes, a device would be read forever (:func:`gestural.core.files.check_regular_file`).
 
     Raises
     ------
     FactorizeError
-        ``path`` is a FIFO, a device, a socket or a directory.
+        ``path`` is missing, or a FIFO, a device, a socket or a directory.
     """
     try:
-        mode = os.stat(path).st_mode  # stat does not open, so it never blocks on a FIFO
+        check_regular_file(path, what)
     except FileNotFoundError:
         raise FactorizeError(f"{path}: no such file or directory") from None
-    if stat.S_ISREG(mode):
-        return
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a directory" if stat.S_ISDIR(mode) else "not a regular file")
-    raise FactorizeError(f"{path}: is {kind}, not a regular EMA file")
+    except UserFileError as error:
+        raise FactorizeError(str(error)) from None
 
 
 def find_lab(ema_path: str | os.PathLike) -> Path | None:
@@ -285,7 +282,7 @@ def factorize_file(factorizer: FileFactorizer, ema_path: str | os.PathLike, out_
         raise FactorizeError(f"--event-height must be in (0, 1] (got {event_height})")
     require_regular_file(ema_path)
     if lab_path is not None:
-        require_regular_file(lab_path)
+        require_regular_file(lab_path, "label file")
     x, notes = factorizer.prepare(read_ema(ema_path), ema_path)
 
     phones, lab_used = None, None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gestural.core.files import atomic_path, write_json
+from gestural.core.files import UserFileError, atomic_path, check_regular_file, write_json
+from gestural.core.units import NUM_CHANNELS
 
 INDEX_COLUMNS: tuple[str, ...] = ("utterance_id", "speaker", "start", "frames", "ema", "wav", "lab")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -69,6 +70,41 @@ def read_index(path: str | os.PathLike, required: tuple[str, ...] = INDEX_COLUMN
                 raise CorpusFileError(f"{path}, line {line}: start/frames must be integers, got {row}") from None
             rows.append(row)
     return rows
+
+
+def load_frames(path: str | os.PathLike, *, mmap: bool = False, made_by: str = "normalize") -> np.ndarray:
+    """A corpus's ``frames.npy``: a floating-point (frames, 12) array.
+
+    Parameters
+    ----------
+    path : path-like
+    mmap : bool, default False
+        Memory-map it instead of reading it (read-only).
+    made_by : str
+        The stage that writes it, for the message when it is missing.
+
+    Raises
+    ------
+    CorpusFileError
+        One line naming the file: missing, not a regular file, not a .npy file (or one holding
+        Python objects, which is never unpickled), or not a (frames, 12) array of numbers.
+    """
+    path = Path(path)
+    try:
+        check_regular_file(path, ".npy file")  # np.load would block on a FIFO
+        frames = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise CorpusFileError(f"{path}: no such file (run `dvc repro {made_by}` first)") from None
+    except UserFileError as error:
+        raise CorpusFileError(str(error)) from None
+    except (ValueError, EOFError) as error:  # numpy's words for garbage, truncation and object arrays
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
+        raise CorpusFileError(f"{path}: not a readable .npy file of numbers ({detail})") from None
+    if not isinstance(frames, np.ndarray) or not np.issubdtype(frames.dtype, np.floating) \
+            or frames.ndim != 2 or frames.shape[1] != NUM_CHANNELS:
+        what = f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray) else type(frames)
+        raise CorpusFileError(f"{path}: expected a float array of shape (frames, {NUM_CHANNELS}), got a {what}")
+    return frames
 
 
 def check_layout(directory: Path, frames: np.ndarray, rows: list[dict]) -> None:
@@ -124,13 +160,7 @@ class NormalizedCorpus:
             A file is missing or the files disagree.
         """
         directory = Path(directory)
-        frames_path = directory / "frames.npy"
-        try:
-            frames = np.load(frames_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise CorpusFileError(f"{frames_path}: no such file (run `dvc repro normalize` first)") from None
-        except ValueError as error:
-            raise CorpusFileError(f"{frames_path}: not a readable .npy file ({error})") from None
+        frames = load_frames(directory / "frames.npy", mmap=mmap)
         rows = read_index(directory / "index.csv", INDEX_COLUMNS + ("split",))
         bad = [row["utterance_id"] for row in rows if row["split"] not in SPLITS]
         if bad:

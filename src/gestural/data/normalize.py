@@ -44,6 +44,7 @@ from gestural.data.dataset import (
     STATS_FILE,
     CorpusFileError,
     check_layout,
+    load_frames,
     read_index,
     write_index,
     write_stats,
@@ -272,10 +273,7 @@ def normalize_corpus(npy_dir: str | os.PathLike, out_dir: str | os.PathLike, dat
         The input tables are missing or inconsistent.
     """
     npy_dir = Path(npy_dir)
-    try:
-        frames = np.load(npy_dir / "frames.npy", allow_pickle=False)
-    except FileNotFoundError:
-        raise CorpusFileError(f"{npy_dir / 'frames.npy'}: no such file (run `dvc repro nema2npy` first)") from None
+    frames = load_frames(npy_dir / "frames.npy", made_by="nema2npy")
     rows = read_index(npy_dir / "index.csv")
     check_layout(npy_dir, frames, rows)
     check_finite(frames, rows, npy_dir / "frames.npy")

@@ -8,18 +8,22 @@ and a full unpickle would run whatever code it holds.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gestural.core.files import save_torch
+from gestural.core.files import MIB, UserFileError, read_user_file, save_torch
 from gestural.model.network import GesturalAutoEncoder, ModelConfig
 
 MODEL_FORMAT = "gestural-model/1"
 # Settings a model must share with another to take its weights.
 SHAPE_KEYS = ("num_gestures", "win_size", "num_channels", "hidden", "model")
+# A trained model is a few MB (even 4096 gestures with long kernels stay far under this); the
+# cap stops a mistaken path (a disk image) from being read into memory whole.
+MAX_MODEL_BYTES = 1024 * MIB
 
 
 class ModelFileError(ValueError):
@@ -51,13 +55,21 @@ def read_model_file(path: str | Path, map_location="cpu") -> dict:
     FileNotFoundError
         No such file.
     ModelFileError
-        Unreadable, truncated, holding Python objects, or without weights and config.
+        Not a regular file (a directory, FIFO or device: never opened), over
+        :data:`MAX_MODEL_BYTES`, unreadable, truncated, holding Python objects, or without
+        weights and config.
+    OSError
+        The file cannot be read (permission).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        data = read_user_file(path, "model file", MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model file not found") from None
+    except UserFileError as error:
+        raise ModelFileError(str(error)) from None
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt or unsafe file
         raise ModelFileError(f"{path}: {_load_problem(error)}") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "model_config" not in payload:

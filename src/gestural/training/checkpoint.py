@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gestural.core.files import save_torch
+from gestural.core.files import UserFileError, check_regular_file, save_torch
 from gestural.training.config import TrainConfig
 from gestural.training.outputs import EpochRecord
 
@@ -55,6 +55,13 @@ def run_fingerprint(config: TrainConfig, train_utterances, test_utterances) -> s
     if config.init not in ("random", "kmeans") and Path(config.init).is_file():
         _hash_file(Path(config.init), digest)
     return digest.hexdigest()[:16]
+
+
+def _problem(error: BaseException) -> str:
+    """The error's type and first line; some have no message at all (torch.load of an empty
+    file raises a bare EOFError)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -140,13 +147,21 @@ def resume_checkpoint(path: Path, fingerprint: str, device: torch.device, *, mod
     ------
     CheckpointMismatch
         The fingerprint matches but the state does not fit the objects.
+    UserFileError
+        The path is a directory, FIFO or device: refused before training, which could never
+        write its checkpoint there.
     """
-    if not path.exists():
+    try:
+        check_regular_file(path, "checkpoint file")
+    except FileNotFoundError:
         return None
+    except UserFileError as error:
+        raise UserFileError(path, f"{error.reason}; move it away (the train stage writes its checkpoint "
+                                  "there)") from None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # cut short by a kill, or not a checkpoint at all
-        log.info(f"checkpoint {path} is unreadable ({str(error).splitlines()[0][:200]}); starting fresh")
+    except Exception as error:  # empty, cut short by a kill, or not a checkpoint at all
+        log.info(f"checkpoint {path} is unreadable ({_problem(error)}); starting fresh")
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log.info(f"checkpoint {path} was written for other settings, data or code; starting fresh")
@@ -158,7 +173,7 @@ def resume_checkpoint(path: Path, fingerprint: str, device: torch.device, *, mod
         history = [EpochRecord(**row) for row in state["history"]]
         _set_rng_state(state["rng"], generator)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        log.info(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0][:200]}); starting fresh")
+        log.info(f"checkpoint {path} does not fit this model ({_problem(error)}); starting fresh")
         raise CheckpointMismatch(str(error)) from error
     resumed = Resumed(epoch=state["epoch"], history=history, trained_frames=state.get("trained_frames", 0),
                       train_seconds=state.get("train_seconds", 0.0))
