@@ -20,7 +20,7 @@ from gestural.core.params import ParamsError
 from gestural.core.stage import run_stage
 from gestural.data.batches import UtteranceStore
 from gestural.data.dataset import INDEX_COLUMNS, write_index
-from gestural.evaluation.classical import fit_classical
+from gestural.evaluation.classical import fit_classical, held_out_subset
 from gestural.evaluation.export import read_events
 from gestural.evaluation.factorizations import HeldOutFactorization, neural_factorization
 from gestural.evaluation.files import (
@@ -251,12 +251,21 @@ def test_classical_training_subset_respects_the_frame_cap():
     assert frames == 400
 
 
+def test_classical_held_out_subset_is_seeded_bounded_and_keeps_the_examples():
+    assert held_out_subset(5, None, seed=0) == held_out_subset(5, 5, seed=0) == [0, 1, 2, 3, 4]
+    subset = held_out_subset(100, 10, seed=3, keep=[7, 42])
+    assert len(subset) == 10 and {7, 42} <= set(subset) and subset == sorted(subset)
+    assert held_out_subset(100, 10, seed=3, keep=[7, 42]) == subset  # seeded
+    assert held_out_subset(100, 10, seed=4, keep=[7, 42]) != subset
+    assert held_out_subset(100, 1, seed=0, keep=[7, 42]) == [7, 42]  # the examples are never dropped
+
+
 # ------------------------------------------------------------------------ parameters
 
 
 def evaluate_section(**baseline) -> dict:
     base = dict(max_iter=15, transform_iter=10, tol=1e-4, transform_tol=1e-4, lambda_l1_scores=0.0,
-                lambda_l1_kernels=0.0, lambda_xortho=0.0, max_train_frames=None)
+                lambda_l1_kernels=0.0, lambda_xortho=0.0, max_train_frames=None, max_test_utterances=None)
     base.update(baseline)
     return {"batch_size": 4, "onset_tolerance": 2, "score_tolerance": 5,
             "onset_relative_height": 0.1, "examples": 3, "baseline": base}
@@ -379,6 +388,23 @@ def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
         exported = sorted((r["gesture"], round(r["onset_s"] * rate), round(r["offset_s"] * rate))
                           for r in rows)
         assert exported == sorted(tuple(interval) for interval in example["neural"])
+
+
+def test_stage_transforms_a_bounded_subset_with_the_classical_baseline(tmp_path, monkeypatch):
+    make_project(tmp_path)
+    params = {"device": "cpu", "seed": 0, "evaluate": dict(evaluate_section(max_test_utterances=1), examples=1)}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert stage_main()() == 0
+    metrics = json.loads((tmp_path / "evaluation" / "details.json").read_text())
+    # The network scores all three held-out utterances, the baseline only the example (spk_007, 125 frames).
+    assert metrics["test_utterances"] == 3 and metrics["neural"]["num_gestures_in_use"] >= 0
+    assert (metrics["classical"]["transform_utterances"], metrics["classical"]["transform_frames"]) == (1, 125)
+    with np.load(tmp_path / "evaluation" / "examples.npz") as examples:
+        assert examples["ids"].tolist() == ["spk_007"]
+        assert examples["classical_scores_0"].shape == (4, 125)
+    scores = json.loads((tmp_path / "evaluation" / "gestural_scores.json").read_text())
+    assert [e["id"] for e in scores["examples"]] == ["spk_007"]
 
 
 def test_stage_without_ground_truth_skips_recovery(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 :class:`gestural.classical.cnmf.ConvNMF` with the model's number of gestures and window is fitted on
 (a seeded subset of) the training utterances (:func:`fit_classical`), and finds held-out
-scores with its kernels and baseline fixed (:func:`classical_factorization`). Its settings
-are ``evaluate.baseline:`` of params.yaml (:class:`BaselineParams`).
+scores with its kernels and baseline fixed (:func:`classical_factorization`), on (a seeded
+subset of, :func:`held_out_subset`) the held-out utterances. Its settings are
+``evaluate.baseline:`` of params.yaml (:class:`BaselineParams`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from gestural.classical.cnmf import ConvNMF
 from gestural.core.metrics import convolve_scores
 from gestural.core.params import Section
 from gestural.evaluation.factorizations import HeldOutFactorization
+from gestural.evaluation.planted import PlantedTruth
 
 __all__ = [
     "BaselineParams",
     "classical_factorization",
     "fit_classical",
+    "held_out_part",
+    "held_out_subset",
 ]
 
 
@@ -48,6 +52,9 @@ class BaselineParams:
     max_train_frames : int or None
         Fit on a seeded random subset of whole training utterances of about this many
         frames (None: all), to bound the fit's time on a large corpus.
+    max_test_utterances : int or None
+        Transform and score at most this many held-out utterances, a seeded random subset
+        (None: all), to bound the transform's time on a large corpus.
     """
 
     max_iter: int
@@ -58,13 +65,14 @@ class BaselineParams:
     lambda_l1_kernels: float
     lambda_xortho: float
     max_train_frames: int | None
+    max_test_utterances: int | None
 
     @classmethod
     def from_section(cls, values: dict) -> BaselineParams:
         section = Section({"evaluate.baseline": values}, "evaluate.baseline")
-        max_train_frames = section.get("max_train_frames")
-        if max_train_frames is not None:
-            max_train_frames = section.integer("max_train_frames", minimum=1)
+        max_train_frames, max_test_utterances = (
+            None if section.get(key) is None else section.integer(key, minimum=1)
+            for key in ("max_train_frames", "max_test_utterances"))
         result = cls(
             max_iter=section.integer("max_iter", minimum=1),
             transform_iter=section.integer("transform_iter", minimum=1),
@@ -74,6 +82,7 @@ class BaselineParams:
             lambda_l1_kernels=section.number("lambda_l1_kernels", low=0.0, high=math.inf),
             lambda_xortho=section.number("lambda_xortho", low=0.0, high=math.inf),
             max_train_frames=max_train_frames,
+            max_test_utterances=max_test_utterances,
         )
         section.check_unknown()
         return result
@@ -91,6 +100,39 @@ def _training_subset(utterances: Sequence[np.ndarray], max_frames: int | None, s
         chosen.append(utterances[i])
         total += utterances[i].shape[1]
     return chosen
+
+
+def held_out_subset(count: int, max_utterances: int | None, seed: int, keep: Sequence[int] = ()) -> list[int]:
+    """Which of ``count`` held-out utterances the classical baseline transforms, in index order.
+
+    All of them when ``max_utterances`` is None or not below ``count`` (the default corpus:
+    the results do not change); else ``keep`` (the stage's examples, whose classical
+    factorizations are saved) and the first others of a seeded permutation, ``max_utterances``
+    in all (``keep`` beyond that is kept whole). A fixed number of utterances, not of frames:
+    the metrics' sample size is what it bounds.
+    """
+    if max_utterances is None or count <= max_utterances:
+        return list(range(count))
+    kept = set(keep)
+    others = [int(i) for i in np.random.default_rng(seed).permutation(count) if i not in kept]
+    return sorted(kept | set(others[:max(0, max_utterances - len(kept))]))
+
+
+def held_out_part(utterances: Sequence[np.ndarray], max_utterances: int | None, seed: int, *,
+                  keep: Sequence[int] = (), truth: PlantedTruth | None = None,
+                  activations: Sequence[np.ndarray] | None = None):
+    """The held-out utterances the classical baseline transforms (:func:`held_out_subset`).
+
+    Returns their indices, and their utterances, planted truth and planted activations (None
+    stays None), each in index order.
+    """
+    indices = held_out_subset(len(utterances), max_utterances, seed, keep)
+
+    def take(values):
+        return [values[i] for i in indices]
+
+    part_truth = None if truth is None else PlantedTruth(truth.kernels, take(truth.scores), take(truth.onsets))
+    return indices, take(utterances), part_truth, None if activations is None else take(activations)
 
 
 def _non_negative(utterances: Sequence[np.ndarray]) -> list[np.ndarray]:

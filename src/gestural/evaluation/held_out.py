@@ -1,8 +1,8 @@
 """Held-out evaluation of the trained auto-encoder against classical convolutive NMF.
 
-Both methods factorize every test utterance at full length (padded batches with masks for
-the network, never random crops; see :mod:`gestural.evaluation.factorizations` and
-:mod:`gestural.evaluation.classical`) and are scored alike:
+Both methods factorize held-out utterances at full length (the network all of them in padded,
+masked batches, never random crops: :mod:`gestural.evaluation.factorizations`; the classical
+one at most ``evaluate.baseline.max_test_utterances``: :mod:`gestural.evaluation.classical`), scored alike:
 
 * reconstruction: L1, RMSE (normalized units), variance explained, Pearson r per channel;
 * sparsity of the scores: Hoyer across gestures and across time, fraction of gestures used;
@@ -36,7 +36,7 @@ from gestural.core.params import ParamsError, Section
 from gestural.data.batches import UtteranceStore
 from gestural.data.dataset import CorpusFileError, NormalizedCorpus
 from gestural.evaluation.activation import activation_metrics, raw_channel_floor
-from gestural.evaluation.classical import BaselineParams, classical_factorization, fit_classical
+from gestural.evaluation.classical import BaselineParams, classical_factorization, fit_classical, held_out_part
 from gestural.evaluation.factorizations import HeldOutFactorization, neural_factorization, store_utterances
 from gestural.evaluation.files import EvaluationResult
 from gestural.evaluation.planted import EvaluationError, PlantedTruth, planted_truth
@@ -356,12 +356,18 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
         f"up to {base.max_iter} iterations)")
     cnmf, fit_seconds, fit_frames, classical_scale = fit_classical(
         train_utterances, config.num_gestures, config.win_size, base, seed=params.seed, device=device, verbose=progress)
-    say(f"classical: fitted on {fit_frames} frames in {fit_seconds:.1f} s; transforming held-out utterances")
-    classical = classical_factorization(cnmf, test_utterances, base.transform_iter, fit_seconds)
-    classical.extra["fit_frames"] = fit_frames
+    chosen = example_indices(lengths, test_ids, params.examples)
+    subset, held, held_truth, held_activations = held_out_part(
+        test_utterances, base.max_test_utterances, params.seed, keep=chosen, truth=truth, activations=activations)
+    at = {i: n for n, i in enumerate(subset)}  # held-out index -> position in the classical results
+    say(f"classical: fitted on {fit_frames} frames in {fit_seconds:.1f} s; transforming {len(held)} of "
+        f"{len(lengths)} held-out utterances")
+    classical = classical_factorization(cnmf, held, base.transform_iter, fit_seconds)
+    classical.extra.update(fit_frames=fit_frames, transform_utterances=len(held),
+                           transform_frames=int(sum(u.shape[1] for u in held)))
     classical.segmentation = Segmentation(config.win_size, classical_scale)  # a score plays its kernel
-    classical_metrics, classical_matching = evaluate_factorization(test_utterances, classical, truth,
-                                                                   **classical_scoring)
+    classical_metrics, classical_matching = evaluate_factorization(
+        held, classical, held_truth, **dict(classical_scoring, activations=held_activations))
     say(f"classical: variance explained {classical_metrics['variance_explained']:.4f} "
         f"({classical_metrics['inference_seconds']:.2f} s)")
 
@@ -381,14 +387,13 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
         "neural_beats_classical": {key: beats(key) for key in COMPARED},
     })
 
-    chosen = example_indices(lengths, test_ids, params.examples)
     examples: dict = {"ids": np.array([test_ids[i] for i in chosen], dtype=str)}
     for n, i in enumerate(chosen):
         examples[f"x_{n}"] = test_utterances[i]
         examples[f"neural_reconstruction_{n}"] = neural.reconstructions[i]
         examples[f"neural_scores_{n}"] = neural.scores[i]
-        examples[f"classical_reconstruction_{n}"] = np.asarray(classical.reconstructions[i], dtype=np.float32)
-        examples[f"classical_scores_{n}"] = np.asarray(classical.scores[i], dtype=np.float32)
+        examples[f"classical_reconstruction_{n}"] = np.asarray(classical.reconstructions[at[i]], dtype=np.float32)
+        examples[f"classical_scores_{n}"] = np.asarray(classical.scores[at[i]], dtype=np.float32)
         if truth is not None:
             examples[f"planted_scores_{n}"] = truth.scores[i].astype(np.float32)
 
@@ -396,7 +401,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
         "planted_names": names,
         "pairs": {"neural": neural.score_pairs, "classical": classical.score_pairs},
         "examples": [{"id": test_ids[i], "frames": lengths[i], "planted": planted_intervals(activations[i]),
-                      "neural": neural.intervals[i], "classical": classical.intervals[i]} for i in chosen],
+                      "neural": neural.intervals[i], "classical": classical.intervals[at[i]]} for i in chosen],
     })
     matching = json_safe({
         "ground_truth": truth is not None,
