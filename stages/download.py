@@ -33,11 +33,11 @@ ARCHIVE_NAME = "emadata.tgz"
 def main() -> int:
     params = load_params()
     data = DataParams.from_params(params)
+    config = synthetic_config(params) if data.source == "synthetic" else None  # checked before writing
     source = {"source": data.source}
     with atomic_dir(OUT_DIR) as tmp:
         archive = tmp / ARCHIVE_NAME
-        if data.source == "synthetic":
-            config = synthetic_config(params)
+        if config is not None:
             summary = write_corpus(config, archive, tmp / "ground_truth.npz")
             source.update(sha256=sha256_of(archive), synthetic=summary,
                           config=dataclasses.asdict(config))

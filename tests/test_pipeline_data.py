@@ -29,7 +29,7 @@ from gestural.core.params import DataParams, ParamsError, load_params
 from gestural.data.dataset import NormalizedCorpus, read_index
 from gestural.synthetic.generator import SyntheticConfig, synthetic_config, write_corpus
 
-DATA_STAGES = ("download", "extract", "nema2npy", "normalize")
+DATA_STAGES = ("check", "download", "extract", "nema2npy", "normalize")  # check: of params.yaml, first
 
 
 # --------------------------------------------------------------------------
@@ -60,7 +60,8 @@ def test_project_params_are_valid_and_spell_out_the_generator():
         ("percentiles", [60, 40], "params.yaml data.percentiles: low must be below high (got [60, 40])"),
         ("percentiles", [0, 101], "params.yaml data.percentiles: must be in [0, 100] (got 101)"),
         ("percentiles", 5, "params.yaml data.percentiles: must be a list [low, high] of two percentiles (got 5)"),
-        ("speakers", [], "params.yaml data.speakers: must be 'all' or a list of distinct speaker names (got [])"),
+        ("speakers", [], "params.yaml data.speakers: must be 'all' or a list of distinct speaker names of "
+                         "letters, digits, '_' and '-' (got [])"),
         ("speakers", ["a", "a"], "params.yaml data.speakers: must be 'all' or a list of distinct speaker names"),
         ("sha256", "abc", "params.yaml data.sha256: must be 64 hex digits or null (got 'abc')"),
     ],
@@ -96,7 +97,7 @@ def test_source_needs_its_location_and_keys_are_checked():
     params["data"]["speakers"] = "mngu0"
     assert DataParams.from_params(params).speakers == ("mngu0",)
     params["synthetic"]["num_gestures"] = 0
-    with pytest.raises(ParamsError, match=r"synthetic\.num_gestures: must be >= 1"):
+    with pytest.raises(ParamsError, match=r"synthetic\.num_gestures: must be an integer >= 1"):
         synthetic_config(params)
 
 
@@ -124,6 +125,9 @@ def test_dvc_yaml_data_stages_name_existing_files_and_params():
             if not dep.startswith("data/"):
                 assert (PROJECT_ROOT / dep).is_file(), f"{name}: dep {dep} does not exist"
         for key in stage.get("params", []):
+            if isinstance(key, dict):  # a whole file: the check stage's params.yaml
+                assert key == {"params.yaml": None}, f"{name}: param {key}"
+                continue
             section, _, field = key.partition(".")
             assert section in params and (not field or field in params[section]), f"{name}: param {key}"
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 PARAMS = project_params()
 # The effective kernels: win_size frames convolved with a response of response_frames.
 KERNEL_FRAMES = PARAMS["win_size"] + max(PARAMS["train"]["response_frames"] - 1, 0)
-STAGES = ("download", "extract", "nema2npy", "normalize", "train", "evaluate", "plot")
+STAGES = ("check", "download", "extract", "nema2npy", "normalize", "train", "evaluate", "plot")
 
 
 run = run_command

@@ -101,9 +101,13 @@ def _factorize(args) -> int:
 
     from gestural.cli.factorize import FactorizeError, FileFactorizer, factorize_file, list_inputs
     from gestural.data.ema import EmaFormatError
+    from gestural.figures.style import MAX_DPI, MIN_DPI
 
-    if args.dpi < 30 or args.max_gestures < 1:
-        _error("--dpi must be >= 30 and --max-gestures >= 1")
+    if not MIN_DPI <= args.dpi <= MAX_DPI:
+        _error(f"--dpi must be in {MIN_DPI}..{MAX_DPI} (got {args.dpi})")
+        return EXIT_ERROR
+    if args.max_gestures < 1:
+        _error(f"--max-gestures must be >= 1 (got {args.max_gestures})")
         return EXIT_ERROR
     from gestural.evaluation.segmentation import DEFAULT_RELATIVE_HEIGHT
 

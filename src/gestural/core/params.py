@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from gestural.core.strict_yaml import DuplicateKeyError, safe_load_unique
+
 PARAMS_FILE = "params.yaml"
 _MISSING = object()
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -36,6 +38,11 @@ KNOWN_TOP_LEVEL = frozenset({
     "train", "evaluate", "plot", "data", "synthetic",
 })
 
+
+# A name that becomes a path component (a speaker's emadata/cin_us_<name> directory): no '/',
+# no '..', no leading '-', nothing a shell or an archive reader treats specially.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+SAFE_NAME_RULE = "of letters, digits, '_' and '-'"
 
 # Device names params.yaml accepts (whether the device exists is gestural.devices' check).
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -86,8 +93,8 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     Raises
     ------
     ParamsError
-        The file is missing, is not valid YAML, is not a mapping, or has an
-        unknown top-level key (see :data:`KNOWN_TOP_LEVEL`).
+        The file is missing, is not valid YAML, has a duplicate key, is not a
+        mapping, or has an unknown top-level key (see :data:`KNOWN_TOP_LEVEL`).
     """
     path = Path(path)
     try:
@@ -99,7 +106,10 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ParamsError(f"{path}: could not be read ({error})") from None
     try:
-        params = yaml.safe_load(text)
+        params = safe_load_unique(text)
+    except DuplicateKeyError as error:
+        raise ParamsError(f"{path} {error.key}: duplicate key (lines {error.first_line} and {error.line}); "
+                          "keep one, YAML would silently take the last") from None
     except yaml.YAMLError as error:
         # Marked errors carry "line N, column M"; keep YAML's own explanation.
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
@@ -174,14 +184,21 @@ class Section:
         return self.check_number(key, value, low, high, open_low, open_high)
 
     def check_number(self, key, value, low, high, open_low=False, open_high=False) -> float:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        """``value`` (read from ``key``) as a float in the interval; NaN and infinities are refused
+        whatever the bounds (``high=math.inf`` means no maximum, not that ``.inf`` is welcome)."""
+        if high == math.inf:
+            interval = f"{'>' if open_low else '>='} {low:g}"
+        else:
+            interval = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"must be a number in {interval}", value)
+            raise self.error(key, f"must be a number {interval}", value)
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number {interval}", value)
         inside = (low < value if open_low else low <= value) and (
             value < high if open_high else value <= high
         )
         if not inside:
-            raise self.error(key, f"must be in {interval}", value)
+            raise self.error(key, f"must be {interval}", value)
         return float(value)
 
     def bounded_integer(self, key: str, low: int, high: int | None = None) -> int:
@@ -228,6 +245,18 @@ class Section:
         if not is_device_name(value):
             raise self.error(key, f"must be {DEVICE_CHOICES}")
         return value
+
+    def names(self, key: str, what: str = "names", *, value: Any = _MISSING, alternative: str = "") -> tuple[str, ...]:
+        """A non-empty list of distinct :data:`SAFE_NAME` s: ``value`` if given (the key's, unpacked
+        by the caller), else the key's. A lone string is refused: iterated, ``fsyn0`` would be five
+        names of one letter. ``alternative`` names what else the caller accepts (``'all' or ``)."""
+        value = self.get(key) if value is _MISSING else value
+        ok = (isinstance(value, list) and value and len(set(map(str, value))) == len(value)
+              and all(isinstance(name, str) and SAFE_NAME.fullmatch(name) for name in value))
+        if not ok:
+            hint = f"; for one, write [{value}]" if isinstance(value, str) and SAFE_NAME.fullmatch(value) else ""
+            raise self.error(key, f"must be {alternative}a list of distinct {what} {SAFE_NAME_RULE}{hint}")
+        return tuple(value)
 
     def optional_text(self, key: str) -> str | None:
         value = self.get(key)
@@ -382,12 +411,4 @@ class DataParams:
             return None
         if isinstance(value, str):  # a single name, e.g. from `dvc exp run -S data.speakers=mngu0`
             value = [value]
-        ok = (
-            isinstance(value, list)
-            and value
-            and all(isinstance(name, str) and name.strip() and name.split() == [name] for name in value)
-            and len(set(value)) == len(value)
-        )
-        if not ok:
-            raise section.error("speakers", "must be 'all' or a list of distinct speaker names")
-        return tuple(value)
+        return section.names("speakers", "speaker names", value=value, alternative="'all' or ")

@@ -174,6 +174,12 @@ def pick_gestures(order, default_order: np.ndarray, max_items: int, count: int) 
     return chosen[: max(1, int(max_items))]
 
 
+# Resolutions plot.dpi and `gestural factorize --dpi` accept: 1200 is print quality for line
+# art, and the largest figure (12 x 14 in) is already 240 M pixels there, about 1 GB in Agg;
+# past it a typo (dpi: 10000000) asks for terabytes.
+MIN_DPI, MAX_DPI = 30, 1200
+
+
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write ``figure`` as a PNG, atomically."""
     with atomic_path(path) as tmp:

@@ -47,7 +47,7 @@ from gestural.figures.kinematics import (
     reconstruction_figure,
 )
 from gestural.figures.scores import gesture_phone_association_figure, score_heatmap_figure
-from gestural.figures.style import message_figure, rank_gestures, save_figure
+from gestural.figures.style import MAX_DPI, MIN_DPI, message_figure, rank_gestures, save_figure
 from gestural.model.file import ModelFileError, load_model
 from gestural.model.gestures_file import GesturesFileError, read_gestures
 from gestural.training.outputs import TrainOutputError, read_learning_curve
@@ -99,7 +99,9 @@ class PlotParams:
             return cls()
         section = Section(params, "plot")
         values = {}
-        for key, minimum in (("dpi", 30), ("max_gestures", 1), ("example", 0)):
+        if "dpi" in section.values:
+            values["dpi"] = section.bounded_integer("dpi", MIN_DPI, MAX_DPI)
+        for key, minimum in (("max_gestures", 1), ("example", 0)):
             if key in section.values:
                 values[key] = section.integer(key, minimum=minimum)
         section.check_unknown()

@@ -41,6 +41,13 @@ from gestural.synthetic.articulatory import ArticulatoryConfig
 from gestural.synthetic.ground_truth import save_ground_truth
 
 KINDS = ("events", "articulatory")
+# Bounds past which a value is a typo, not a corpus: a million utterances or an hour-long one
+# would run for hours and fill the disk; a jitter (log sd) past 3 or an SNR outside these
+# decibels overflows to inf or drowns the signal; amplitudes are z-scored away per speaker.
+MAX_UTTERANCES_PER_SPEAKER, MAX_SECONDS = 100_000, 60.0
+MAX_GESTURES, MAX_KERNEL_LEN, MAX_EVENTS_PER_SECOND = 1000, 1000, 50.0
+MAX_AMPLITUDE, MAX_JITTER, MIN_SNR_DB, MAX_SNR_DB = 1000.0, 3.0, -40.0, 200.0
+MAX_EXTRA_COLUMNS = 100
 
 # Phone labels used for the lab files: one per planted gesture (cycled), as if each gesture
 # were the articulation of a phone.
@@ -79,34 +86,51 @@ class SyntheticConfig:
     @classmethod
     def from_params(cls, section: dict) -> SyntheticConfig:
         known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - known)
+        unknown = sorted(set(section) - known, key=str)
         if unknown:
-            raise ValueError(f"params.yaml synthetic: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise ParamsError(f"params.yaml synthetic: unknown key(s) {unknown}; known: {sorted(known)}")
         config = cls(**section)
-        config.amplitude_range = tuple(config.amplitude_range)
         config.validate()
+        config.speakers = list(config.speakers)
+        config.amplitude_range = tuple(config.amplitude_range)
         return config
 
     def validate(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"params.yaml synthetic.{name}: {what} (got {getattr(self, name)!r})")
+        """Refuse impossible settings, naming the key, with the checkers every section uses (types
+        included: ``2.5`` or ``true`` is no count, ``.nan`` no signal-to-noise ratio).
 
-        need(self.kind in KINDS, "kind", f"must be one of {' | '.join(KINDS)}")
-        need(isinstance(self.articulatory, ArticulatoryConfig), "articulatory", "must be a mapping of keys")
-        need(len(self.speakers) >= 1 and len(set(self.speakers)) == len(self.speakers),
-             "speakers", "must be a non-empty list of distinct names")
-        need(self.utterances_per_speaker >= 2, "utterances_per_speaker", "must be >= 2")
-        need(0.2 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.2 and <= max_seconds")
-        need(self.num_gestures >= 1, "num_gestures", "must be >= 1")
-        need(self.kernel_len >= 2, "kernel_len", "must be >= 2")
-        need(1 <= self.channels_per_gesture <= units.NUM_CHANNELS, "channels_per_gesture", "must be in 1..12")
-        need(self.events_per_second > 0, "events_per_second", "must be > 0")
-        need(0 < self.amplitude_range[0] <= self.amplitude_range[1], "amplitude_range", "must be 0 < low <= high")
-        need(self.jitter >= 0, "jitter", "must be >= 0")
-        need(self.extra_columns >= 0, "extra_columns", "must be >= 0")
+        Raises
+        ------
+        ParamsError
+            e.g. ``params.yaml synthetic.snr_db: must be a finite number in [-40, 200] (got nan)``.
+        """
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        section = Section({"synthetic": values}, "synthetic")
+        section.choice("kind", KINDS)
+        if not isinstance(self.articulatory, ArticulatoryConfig):
+            raise section.error("articulatory", "must be a mapping of keys")
+        section.names("speakers", "speaker names")
+        section.bounded_integer("utterances_per_speaker", 2, MAX_UTTERANCES_PER_SPEAKER)
+        low = section.number("min_seconds", low=0.2, high=MAX_SECONDS)
+        section.number("max_seconds", low=0.2, high=MAX_SECONDS)
+        if low > self.max_seconds:
+            raise section.error("min_seconds", "must be <= max_seconds")
+        section.bounded_integer("num_gestures", 1, MAX_GESTURES)
+        section.bounded_integer("kernel_len", 2, MAX_KERNEL_LEN)
+        section.bounded_integer("channels_per_gesture", 1, units.NUM_CHANNELS)
+        section.number("events_per_second", low=0.0, high=MAX_EVENTS_PER_SECOND, open_low=True)
+        amplitudes = section.get("amplitude_range")
+        if not isinstance(amplitudes, (list, tuple)) or len(amplitudes) != 2:
+            raise section.error("amplitude_range", "must be a list [low, high] of two amplitudes")
+        low = section.check_number("amplitude_range", amplitudes[0], 0.0, MAX_AMPLITUDE, open_low=True)
+        if low > section.check_number("amplitude_range", amplitudes[1], 0.0, MAX_AMPLITUDE, open_low=True):
+            raise section.error("amplitude_range", "low must not exceed high")
+        section.number("jitter", low=0.0, high=MAX_JITTER)
+        section.number("snr_db", low=MIN_SNR_DB, high=MAX_SNR_DB)
+        section.bounded_integer("extra_columns", 0, MAX_EXTRA_COLUMNS)
         for name in ("missing_wav", "missing_ema", "short_nan_runs", "long_nan_runs"):
-            need(getattr(self, name) >= 0, name, "must be >= 0")
+            section.bounded_integer(name, 0)
+        section.bounded_integer("seed", 0, 2**63 - 1)
 
 
 @dataclass
@@ -383,10 +407,4 @@ def synthetic_config(params: dict) -> SyntheticConfig:
     for item in fields(SyntheticConfig):
         if item.name not in section.values:
             raise ParamsError(f"params.yaml synthetic.{item.name}: missing")
-    try:
-        return SyntheticConfig.from_params(dict(section.values))
-    except (TypeError, ValueError) as error:
-        message = str(error)
-        if not message.startswith("params.yaml"):
-            message = f"params.yaml synthetic: {message}"
-        raise ParamsError(message) from None
+    return SyntheticConfig.from_params(dict(section.values))
