@@ -6,9 +6,12 @@ factorize
     Factorize EMA files with a trained model (see :mod:`gestural.cli.factorize`).
 compare
     Compare DVC experiments across seeds and choose a setting (see :mod:`gestural.cli.compare`).
+sweep
+    Run a grid of DVC experiments as Ray tasks, locally or on a cluster (see :mod:`gestural.cli.sweep`).
 
 Exit status: 0 on success; 1 when some files of a directory failed (the others are
-written); 2 for a usage error, an unusable model, or a single input file that failed.
+written, or some trials of a sweep failed); 2 for a usage error, an unusable model, a single
+input file that failed, or a sweep that cannot start.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-stability", dest="stability", action="store_false",
                          help="do not read kernels (no seed-to-seed stability)")
     compare.set_defaults(run=_compare)
+
+    from gestural.cli import sweep  # standard library only: no cost to `gestural --help`
+
+    sweep.add_parser(commands)
     return parser
 
 
