@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     factorize.add_argument("--dpi", type=int, default=110, help="resolution of the figures (default 110)")
     factorize.add_argument("--max-gestures", type=int, default=16, help="gestures in the gallery (default 16)")
     factorize.add_argument("--quiet", action="store_true", help="no progress bar")
+    factorize.add_argument("--workers", type=int, default=None, metavar="N",
+                           help="worker processes for a directory (default: the CPUs available; 1: none)")
     factorize.set_defaults(run=_factorize)
 
     compare = commands.add_parser(
@@ -106,8 +108,8 @@ def _factorize(args) -> int:
     # Imported here: `gestural --help` should not wait for torch and matplotlib.
     from tqdm import tqdm
 
-    from gestural.cli.factorize import FactorizeError, FileFactorizer, factorize_file, list_inputs
-    from gestural.data.ema import EmaFormatError
+    from gestural.cli.factorize import FactorizeError, FileFactorizer, list_inputs
+    from gestural.cli.factorize_many import FactorizeOptions, factorize_files
     from gestural.figures.style import MAX_DPI, MIN_DPI
 
     if not MIN_DPI <= args.dpi <= MAX_DPI:
@@ -123,6 +125,9 @@ def _factorize(args) -> int:
     if not 0 < args.event_height <= 1:
         _error(f"--event-height must be in (0, 1] (got {args.event_height})")
         return EXIT_ERROR
+    if args.workers is not None and args.workers < 1:
+        _error(f"--workers must be >= 1 (got {args.workers})")
+        return EXIT_ERROR
     try:
         files = list_inputs(args.ema)
         if args.lab is not None and (args.ema.is_dir() or not args.lab.is_file()):
@@ -134,31 +139,20 @@ def _factorize(args) -> int:
 
     single = not args.ema.is_dir()
     processed, failed = [], []
-    bar = tqdm(files, desc="factorize", unit="file", disable=args.quiet or single, file=sys.stderr)
-
-    def warn(message: str) -> None:
-        tqdm.write(message, file=sys.stderr)
-
-    for path in bar:
-        try:
-            result = factorize_file(factorizer, path, args.out, lab_path=args.lab, figures=args.figures,
-                                    dpi=args.dpi, max_gestures=args.max_gestures,
-                                    event_height=args.event_height, warn=warn)
-        except (EmaFormatError, FactorizeError) as error:
-            reason = str(error)
-        except OSError as error:  # unreadable input, or an output that cannot be written
-            reason = f"{error.filename or path}: {error.strerror or error}"
-        except RuntimeError as error:  # e.g. the GPU runs out of memory on a very long file
-            reason = f"{path}: {error}"
-        else:
-            processed.append(result)
+    options = FactorizeOptions(out=args.out, lab=args.lab, figures=args.figures, dpi=args.dpi,
+                               max_gestures=args.max_gestures, event_height=args.event_height)
+    for outcome in factorize_files(factorizer, files, options, workers=1 if single else args.workers,
+                                   progress=not (args.quiet or single)):
+        for message in outcome.warnings:
+            tqdm.write(message, file=sys.stderr)
+        if outcome.reason is None:
+            processed.append(outcome.result)
             continue
-        failed.append((path, reason))
+        failed.append((outcome.path, outcome.reason))
         if single:
-            _error(reason)
+            _error(outcome.reason)
             return EXIT_ERROR
-        warn(f"error: {reason}")
-    bar.close()
+        tqdm.write(f"error: {outcome.reason}", file=sys.stderr)
 
     if single:
         print(f"factorized {_summary(processed[0])}")

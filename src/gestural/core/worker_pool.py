@@ -47,7 +47,7 @@ def _init_worker(parent_pid: int) -> None:
 
 
 def pool_map(function: Callable[[Any], Any], tasks: Sequence, workers: int | None, *, min_tasks: int,
-             desc: str, unit: str) -> Iterator:
+             desc: str, unit: str, progress: bool = True) -> Iterator:
     """``function`` over ``tasks``, in order; a process pool when there are many.
 
     Parameters
@@ -62,6 +62,8 @@ def pool_map(function: Callable[[Any], Any], tasks: Sequence, workers: int | Non
         Fewer tasks than this (or one worker) run in this process.
     desc, unit : str
         The progress bar's label and unit.
+    progress : bool
+        False: no progress bar (else one on a terminal).
 
     Yields
     ------
@@ -69,14 +71,14 @@ def pool_map(function: Callable[[Any], Any], tasks: Sequence, workers: int | Non
     tasks not yet started are cancelled.
     """
     workers = workers or len(os.sched_getaffinity(0))
-    progress = dict(total=len(tasks), desc=desc, unit=unit, disable=None, mininterval=1.0)
+    bar = dict(total=len(tasks), desc=desc, unit=unit, disable=None if progress else True, mininterval=1.0)
     if workers <= 1 or len(tasks) < min_tasks:
-        yield from tqdm(map(function, tasks), **progress)
+        yield from tqdm(map(function, tasks), **bar)
         return
     executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         chunksize = max(1, len(tasks) // (workers * 16))
-        yield from tqdm(executor.map(function, tasks, chunksize=chunksize), **progress)
+        yield from tqdm(executor.map(function, tasks, chunksize=chunksize), **bar)
     finally:
         # On an error, stop at once rather than run the rest of the tasks (parse the rest of the corpus).
         executor.shutdown(wait=True, cancel_futures=True)
