@@ -21,9 +21,11 @@ def default_out(device_type: str, quick: bool, corpus: str | None = None) -> Pat
 
 
 def full_runs(directory: Path = RESULTS) -> list[Path]:
-    """The full runs' results files in ``directory`` (``-quick`` smoke runs left out), by stem:
-    a device's default-corpus file (cpu) before its other corpus (cpu-events)."""
-    return sorted((p for p in directory.glob("*.json") if not p.stem.endswith("-quick")), key=lambda p: p.stem)
+    """bench/run.py's full runs' results files in ``directory`` (``-quick`` smoke runs and
+    bench/pipeline.py's ``pipeline-*`` left out), by stem: a device's default-corpus file (cpu)
+    before its other corpus (cpu-events)."""
+    return sorted((p for p in directory.glob("*.json")
+                   if not p.stem.endswith("-quick") and not p.stem.startswith("pipeline-")), key=lambda p: p.stem)
 
 
 def targets(device_type: str, default_fast: dict | None, data_stages: dict, real_data: bool) -> dict:
