@@ -1,0 +1,74 @@
+"""`gestural sweep` without Ray or DVC: the grid, the experiment names, the key check, the
+remote's experiments, and the one-line errors (the sweep itself: tests/test_ray_sweep.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import raises_in_one_line, src_env, the_one_line
+
+from gestural.cli.sweep import SweepError, Trial, check_keys, experiment_name, plan_trials, split_values
+
+
+def test_the_grid_is_every_combination_with_the_seeds_last():
+    trials = plan_trials(["num_gestures=8,14", "train.lr=0.01"], seeds=["0", "1"])
+    assert trials == [
+        Trial("sweep-num_gestures-8-train.lr-0.01-seed-0", ("num_gestures=8", "train.lr=0.01", "seed=0")),
+        Trial("sweep-num_gestures-8-train.lr-0.01-seed-1", ("num_gestures=8", "train.lr=0.01", "seed=1")),
+        Trial("sweep-num_gestures-14-train.lr-0.01-seed-0", ("num_gestures=14", "train.lr=0.01", "seed=0")),
+        Trial("sweep-num_gestures-14-train.lr-0.01-seed-1", ("num_gestures=14", "train.lr=0.01", "seed=1")),
+    ]
+
+
+def test_commas_inside_brackets_or_quotes_do_not_split_a_value():
+    assert split_values("a, b,[c,d],'e,f'") == ["a", "b", "[c,d]", "'e,f'"]
+    assert [t.overrides for t in plan_trials(["data.speakers=[fsyn0,msyn0],[fsyn0]"])] == [
+        ("data.speakers=[fsyn0,msyn0]",), ("data.speakers=[fsyn0]",)]
+
+
+def test_names_are_valid_git_ref_components_and_stable():
+    name = experiment_name("sweep", [("train.init", "models/a model.pt"), ("x", "[1,2]")])
+    assert name == "sweep-train.init-models_a_model.pt-x-_1_2_"
+    long = experiment_name("sweep", [("key", "v" * 300)])
+    assert len(long) <= 100 and long == experiment_name("sweep", [("key", "v" * 300)])
+    assert long != experiment_name("sweep", [("key", "v" * 301)])
+
+
+@pytest.mark.parametrize("settings, seeds, match", [
+    ([], [], "nothing to sweep"),
+    (["num_gestures"], [], "expected key=value"),
+    (["num_gestures=8,"], [], "an empty value"),
+    (["num_gestures=8,8"], [], "a value given twice"),
+    (["num_gestures=range(8,20,4)"], [], "comma-separated"),
+    (["seed=1,2"], ["3"], "seed is set twice"),
+    (["x=a/b,a_b"], [], "two settings give the experiment name sweep-x-a_b"),
+])
+def test_a_grid_that_cannot_run_is_refused_in_one_line(settings, seeds, match):
+    with raises_in_one_line(SweepError, match=match):
+        plan_trials(settings, seeds)
+
+
+def test_a_key_that_params_yaml_lacks_is_refused():
+    params = {"num_gestures": 20, "train": {"lr": 0.01}}
+    check_keys(plan_trials(["num_gestures=8", "train.lr=0.1", "other.yaml:x=1"]), params)
+    with raises_in_one_line(SweepError, match="params.yaml has no key 'train.lrr'"):
+        check_keys(plan_trials(["train.lrr=0.1"]), params)
+
+
+def run_cli(args: list[str], code: str = "") -> subprocess.CompletedProcess:
+    program = f"import sys\n{code}\nfrom gestural.cli.main import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", program, *args], env=src_env(), capture_output=True, text=True)
+
+
+def test_without_ray_the_command_says_how_to_install_it():
+    result = run_cli(["sweep", "-S", "num_gestures=8,14"], code="sys.modules['ray'] = None  # not installed")
+    assert result.returncode == 2
+    assert "pip install 'gestural[sweep]'" in the_one_line(result.stderr)
+
+
+def test_outside_a_git_repository_the_sweep_says_so_in_one_line(tmp_path):
+    result = run_cli(["sweep", "-S", "num_gestures=8", "--dry-run", "--repo", str(tmp_path)])
+    assert result.returncode == 2
+    assert the_one_line(result.stderr).startswith("gestural sweep: error: git ")
