@@ -13,7 +13,12 @@ import yaml
 from conftest import PROJECT_ROOT, load_stage, project_params, the_one_line
 
 from gestural.cli.main import main as gestural
+from gestural.core.params import DataParams, ParamsError, load_params
 from gestural.core.stage import run_stage
+from gestural.evaluation.held_out import EvaluateParams
+from gestural.figures.summary import PlotParams
+from gestural.synthetic.generator import synthetic_config
+from gestural.training.config import TrainConfig
 
 NAMES = "of letters, digits, '_' and '-'"
 
@@ -165,6 +170,43 @@ def test_no_count_of_params_yaml_may_be_a_fraction_or_a_boolean(tmp_path, monkey
 # --------------------------------------------------------------------------
 # The check stage: what it checks beyond the sections, what it writes, where it sits in dvc.yaml
 # --------------------------------------------------------------------------
+
+
+def top(key, value):
+    return lambda params: params.update({key: value})
+
+
+def without(name, key):
+    return lambda params: params[name].pop(key)
+
+
+# What a later stage refuses (by the validator of its own sections), which the check must refuse
+# first with the very same message: (change, the validator of the stage that reads the key).
+LATER_REFUSALS = [
+    (top("num_gestures", 0), "train"), (top("num_gestures", True), "train"), (top("seed", -1), "train"),
+    (top("win_size", 600), "train"), (top("device", 0), "train"), (top("num_gesturez", 40), "train"),
+    (section("train", "lr", "abc"), "train"), (section("train", "lr", math.inf), "train"),
+    (section("train", "hidden", 1.5), "train"), (section("train", "run_name", 123), "train"),
+    (without("train", "lr"), "train"), (section("train", "kernels", "round"), "train"),
+    (section("evaluate", "batch_size", 0), "evaluate"), (section("evaluate", "score_tolerance", -1), "evaluate"),
+    (lambda params: params["evaluate"]["baseline"].update(max_iter=0), "evaluate"),
+    (section("plot", "max_gestures", 0), "plot"), (section("plot", "colour", "red"), "plot"),
+    (section("data", "test_fraction", 1.5), "data"), (section("data", "nan_policy", "fill"), "data"),
+    (lambda params: params["data"]["extract"].update(max_members=0), "data"),
+    (lambda params: params["synthetic"]["articulatory"].update(noise_mm=10), "synthetic"),
+]
+VALIDATORS = {"train": TrainConfig.from_params, "evaluate": EvaluateParams.from_params,
+              "plot": PlotParams.from_params, "data": DataParams.from_params, "synthetic": synthetic_config}
+
+
+@pytest.mark.parametrize("change, owner", LATER_REFUSALS)
+def test_the_check_refuses_what_a_later_stage_would_with_its_message(tmp_path, monkeypatch, capsys, change, owner):
+    write_params(tmp_path, change)
+    with pytest.raises(ParamsError) as caught:
+        VALIDATORS[owner](load_params(tmp_path / "params.yaml"))
+    assert run("check", tmp_path, monkeypatch) == 1
+    assert the_one_line(capsys.readouterr().err) == f"check: {caught.value}"
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_missing_model_to_continue_from_is_refused_by_the_check(tmp_path, monkeypatch, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -99,6 +100,50 @@ def test_a_fresh_clone_after_dvc_pull_is_up_to_date(pipeline_repo, tmp_path):
     assert json.loads(run(["dvc", "status", "--json"], clone, env)) == {}
     assert "Running stage" not in run(["dvc", "repro"], clone, env)
     run(["dvc", "remote", "remove", "store"], repo, env)
+
+
+def outputs(repo) -> dict[str, bytes]:
+    """The model, the metrics and the evaluation: what a refused run must leave as they were."""
+    files = [repo / "models/model.pt", repo / "models/gestures.npy", *sorted((repo / "metrics").iterdir()),
+             *sorted(path for path in (repo / "evaluation").rglob("*") if path.is_file())]
+    return {str(path.relative_to(repo)): path.read_bytes() for path in files}
+
+
+def refused(command: list[str], repo, env) -> str:
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode != 0, f"{' '.join(command)} was not refused:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def set_num_gestures_to_zero(repo):
+    path = repo / "params.yaml"
+    text = path.read_text()
+    assert "\nnum_gestures: 6\n" in text
+    path.write_text(text.replace("\nnum_gestures: 6\n", "\nnum_gestures: 0\n"))
+
+
+@pytest.mark.parametrize("how", ["dvc exp run -S", "dvc repro after an edit"])
+def test_a_refused_param_leaves_every_output_as_it_was(pipeline_repo, how):
+    """DVC removes a stage's outputs before it runs the stage's command: a param only the train
+    stage refused used to cost the workspace its model and metrics. The check stage runs first
+    and refuses it, before DVC touches anything else."""
+    repo, env = pipeline_repo
+    before = outputs(repo)
+    if how == "dvc exp run -S":
+        log = refused(["dvc", "exp", "run", "-S", "num_gestures=0"], repo, env)
+    else:
+        set_num_gestures_to_zero(repo)
+        log = refused(["dvc", "repro"], repo, env)
+    assert "params.yaml num_gestures: must be an integer >= 1 and <= 4096 (got 0)" in log
+    assert "Traceback" not in log and "Running stage 'download'" not in log and "Running stage 'train'" not in log
+    assert outputs(repo) == before
+    # Put back, the next repro restores the check's output (from DVC's run cache, or by running
+    # it: DVC removed it before the refusal) and runs nothing else.
+    run(["git", "checkout", "--", "params.yaml"], repo, env)
+    log = run(["dvc", "repro"], repo, env)
+    assert not [stage for stage in STAGES if f"Running stage '{stage}'" in log and stage != "check"], log
+    assert outputs(repo) == before
+    assert json.loads(run(["dvc", "status", "--json"], repo, env)) == {}
 
 
 def test_experiment_with_another_num_gestures_retrains_and_diffs(pipeline_repo):
