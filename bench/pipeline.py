@@ -18,7 +18,9 @@ issue's: the whole repro under 10 minutes at the full size, no stage over 4 GiB,
 linear or better. Progress goes to stderr; stdout gets the one JSON object, also written to
 ``--out`` (default ``bench/results/pipeline-<device type>.json``, ``-quick`` before
 ``.json`` with ``--tiny``). Each stage's output is in ``<clone>/bench-logs/`` (``--keep DIR``
-keeps the clones). ``--table FILE`` prints the README's table from a results file.
+keeps the clones). ``--table FILE`` prints the README's table from a results file;
+``--combine FILE...`` merges runs of one size each (run side by side, or one after another)
+into one result with their scaling.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also write the JSON here (default bench/results/pipeline-<device type>.json)")
     parser.add_argument("--table", type=Path, default=None, metavar="JSON",
                         help="only print the README's table from this results file")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="only merge the sizes of these results files (runs of one size each, e.g. made at "
+                             "the same time) into one, with its scaling and targets, to --out")
     args = parser.parse_args(argv)
     if args.tiny:
         args.fractions, args.speakers, args.utterances = [1.0], TINY["speakers"], TINY["utterances"]
@@ -233,6 +238,23 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def combine(paths: list[Path]) -> dict:
+    """One result from several runs' (of the same commit): their sizes, smallest first, and
+    the scaling and targets between them."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    if len({run["commit"] for run in runs}) > 1:
+        raise SystemExit("bench: --combine: the results are of different commits")
+    result = dict(runs[0], sizes=sorted((s for run in runs for s in run["sizes"]), key=lambda s: s["fraction"]),
+                  combined_from=[str(p) for p in paths],
+                  total_seconds=sum(run["total_seconds"] for run in runs))
+    result["settings"] = dict(result["settings"], fractions=[s["fraction"] for s in result["sizes"]])
+    result["machine"] = dict(result["machine"], load_average_at_end=[run["machine"]["load_average_at_end"]
+                                                                      for run in runs])
+    result["scaling"] = scaling(result["sizes"])
+    result["targets"] = targets(result["sizes"], result["scaling"])
+    return result
+
+
 def default_out(device: str, tiny: bool) -> Path:
     return RESULTS / f"pipeline-{device}{'-quick' if tiny else ''}.json"
 
@@ -244,8 +266,11 @@ def main(argv=None) -> int:
         return 0
     if any(not (0 < f <= 1) or math.isnan(f) for f in args.fractions):
         raise SystemExit("bench: --fractions must be in (0, 1]")
-    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the one JSON object
-        result = run(args)
+    if args.combine is not None:
+        result = combine(args.combine)
+    else:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the one JSON object
+            result = run(args)
     out = args.out if args.out is not None else default_out(result["machine"]["device_type"], args.tiny)
     text = write_result(result, out)
     say(f"wrote {out}")

@@ -67,6 +67,22 @@ def test_scaling_gives_each_stage_exponent_and_the_targets_say_what_missed():
     assert pipeline_figures.scaling([large]) == {}
 
 
+def test_runs_of_one_size_each_combine_into_one_result_with_their_scaling(tmp_path):
+    from bench import pipeline
+
+    sizes = [size(1.0, 400, {"nema2npy": step(400, 8.0, 200)}), size(0.25, 100, {"nema2npy": step(100, 2.0, 100)})]
+    paths = []
+    for n, one in enumerate(sizes):
+        paths.append(tmp_path / f"{n}.json")
+        paths[-1].write_text(json.dumps({"commit": "abc", "settings": {"fractions": [one["fraction"]]},
+                                         "machine": {"load_average_at_end": [n, n, n]}, "sizes": [one],
+                                         "scaling": {}, "targets": {}, "total_seconds": 10.0}))
+    combined = pipeline.combine(paths)
+    assert [s["fraction"] for s in combined["sizes"]] == [0.25, 1.0] and combined["total_seconds"] == 20.0
+    assert combined["scaling"]["nema2npy"]["seconds_exponent"] == pytest.approx(1.0)
+    assert combined["targets"]["linear_in_frames"]["met"] is True
+
+
 def test_pipeline_results_are_not_read_as_bench_run_results(tmp_path):
     for name in ("cpu.json", "cpu-quick.json", "pipeline-cpu.json", "pipeline-cpu-quick.json"):
         (tmp_path / name).write_text("{}")
