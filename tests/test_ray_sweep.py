@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +161,22 @@ def wait_for_node(log: Path, node: subprocess.Popen, timeout: float = 60) -> Non
         time.sleep(0.2)
 
 
+def stop_process_groups(leaders: list[subprocess.Popen], grace: float = 3.0) -> None:
+    """SIGTERM each leader's process group, then SIGKILL what is left of them after ``grace``
+    seconds (Ray's graceful shutdown of a head can take half a minute)."""
+    for leader in leaders:
+        os.killpg(leader.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(leader.poll() is None for leader in leaders) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for leader in leaders:
+        try:  # the group, not only its leader: a raylet or worker that outlived it
+            os.killpg(leader.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        leader.wait()
+
+
 @pytest.fixture
 def ray_cluster(sweep_repo):
     """A two-node Ray cluster on the loopback address (a head and a worker node of one CPU
@@ -175,25 +192,15 @@ def ray_cluster(sweep_repo):
     try:
         for extra in (["--head", f"--port={port}", f"--ray-client-server-port={client_port}",
                        "--include-dashboard=false", f"--temp-dir={temp}"], [f"--address=127.0.0.1:{port}"]):
-            log = Path(f"{temp}.node{len(nodes)}.log")
+            log = Path(temp) / f"node{len(nodes)}.log"
             with open(log, "w") as out:
                 nodes.append(subprocess.Popen([*ray, *extra], env=env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
             wait_for_node(log, nodes[-1])
         yield f"ray://127.0.0.1:{client_port}"
     finally:
-        for node in nodes:
-            os.killpg(node.pid, signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever of the group is left, the SIGTERM notwithstanding
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            node.wait()
+        stop_process_groups(nodes)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_sweep_on_a_two_node_cluster_runs_its_trials_on_both_nodes(sweep_repo, ray_cluster):

@@ -7,9 +7,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import raises_in_one_line, src_env, the_one_line
+from conftest import dvc_env, raises_in_one_line, run_command, src_env, the_one_line
 
-from gestural.cli.sweep import SweepError, Trial, check_keys, experiment_name, plan_trials, split_values
+from gestural.cli.sweep import (
+    GitRemote,
+    SweepError,
+    Trial,
+    check_keys,
+    experiment_name,
+    plan_trials,
+    split_values,
+)
 
 
 def test_the_grid_is_every_combination_with_the_seeds_last():
@@ -72,3 +80,50 @@ def test_outside_a_git_repository_the_sweep_says_so_in_one_line(tmp_path):
     result = run_cli(["sweep", "-S", "num_gestures=8", "--dry-run", "--repo", str(tmp_path)])
     assert result.returncode == 2
     assert the_one_line(result.stderr).startswith("gestural sweep: error: git ")
+
+
+@pytest.fixture
+def git_remote(tmp_path):
+    """(repo, bare remote, git env): a repository with one commit, not yet pushed."""
+    env = dvc_env(tmp_path)
+    repo, origin = tmp_path / "repo", tmp_path / "origin.git"
+    run_command(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path, env)
+    repo.mkdir()
+    commands = (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "Test"],
+                         ["git", "config", "user.email", "test@example.com"],
+                         ["git", "remote", "add", "origin", str(origin)])
+    for command in commands:
+        run_command(command, repo, env)
+    (repo / ".dvc").mkdir()
+    (repo / ".dvc" / "config").write_text("[core]\n    remote = store\n['remote \"store\"']\n    url = /somewhere\n")
+    (repo / "params.yaml").write_text("num_gestures: 20\n")
+    run_command(["git", "add", "-A"], repo, env)
+    run_command(["git", "commit", "-q", "-m", "first"], repo, env)
+    return repo, origin, env
+
+
+def test_the_remote_must_hold_the_commit_and_lists_its_experiments(git_remote):
+    repo, origin, env = git_remote
+    with raises_in_one_line(SweepError, match="is not on .*origin.git: push it first"):
+        GitRemote(repo, "origin").check_commit()
+    run_command(["git", "push", "-q", "origin", "main"], repo, env)
+    commit = run_command(["git", "rev-parse", "HEAD"], repo, env).strip()
+    # An experiment of this commit, as `dvc exp push` lays it out, and one of another commit.
+    run_command(["git", "update-ref", f"refs/exps/{commit[:2]}/{commit[2:]}/sweep-seed-1", commit], origin, env)
+    run_command(["git", "update-ref", f"refs/exps/00/{'0' * 38}/sweep-seed-2", commit], origin, env)
+    remote = GitRemote(repo, "origin")
+    remote.check_commit()
+    assert remote.url == str(origin) and remote.commit == commit
+    assert remote.experiments() == {"sweep-seed-1"}
+    assert remote.params() == {"num_gestures": 20}
+    assert remote.identity() == ("Test", "test@example.com")
+    assert remote.check_dvc_remote(None) is None
+    assert "nodes' own DVC config" in remote.check_dvc_remote("elsewhere")
+
+
+def test_a_commit_without_a_dvc_remote_is_refused(git_remote):
+    repo, _, env = git_remote
+    (repo / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+    run_command(["git", "commit", "-q", "-am", "no remote"], repo, env)
+    with raises_in_one_line(SweepError, match="no default DVC remote"):
+        GitRemote(repo, "origin").check_dvc_remote(None)

@@ -190,6 +190,30 @@ class GitRemote:
             raise SweepError(f"params.yaml of {self.commit[:8]}: not YAML ({error})") from None
         return params if isinstance(params, dict) else {}
 
+    def check_dvc_remote(self, name: str | None) -> str | None:
+        """Refuse a sweep whose results could not be pushed: the workers read the DVC config
+        that the commit holds (not .dvc/config.local), so it must name the DVC remote; a remote
+        named but not defined there may still be in the nodes' own DVC config: a warning."""
+        try:
+            config = _git(self.repo, "show", f"{self.commit}:.dvc/config")
+        except SweepError:
+            config = ""
+        section, default, defined = "", None, set()
+        for line in config.splitlines():  # configobj: [core] remote = <name>; ['remote "<name>"'] url = ...
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+                defined.update(re.findall(r"""^\['?remote "(.+)"'?\]$""", line))
+            elif section == "[core]" and re.match(r"remote\s*=", line):
+                default = line.partition("=")[2].strip()
+        wanted = name or default
+        if wanted is None:
+            raise SweepError("the commit has no default DVC remote for the trials' data and results: "
+                             "dvc remote add -d <name> <url>, commit .dvc/config and push (or --dvc-remote)")
+        if wanted not in defined:
+            return f"DVC remote {wanted!r} is not in the commit's .dvc/config: the nodes' own DVC config must have it"
+        return None
+
     def identity(self) -> tuple[str, str] | None:
         """This repository's git user, for the workers' experiment commits (None: theirs)."""
         try:
@@ -277,11 +301,14 @@ def command(args) -> int:
         ray = None if args.dry_run else import_ray()
         remote = GitRemote(args.repo, args.remote)
         remote.check_commit()
+        dvc_warning = remote.check_dvc_remote(args.dvc_remote)
         check_keys(trials, remote.params())
     except SweepError as error:
         return _error(str(error))
     done = set() if args.force else remote.experiments()
     todo = [trial for trial in trials if trial.name not in done]
+    if dvc_warning:
+        print(f"warning: {dvc_warning}", file=sys.stderr)
     if remote.has_uncommitted_changes():
         print(f"warning: uncommitted changes are not part of the sweep: it runs commit {remote.commit[:8]}",
               file=sys.stderr)

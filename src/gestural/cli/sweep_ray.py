@@ -16,6 +16,8 @@ from gestural.cli.sweep_trial import TrialResult, TrialSpec, run_trial
 
 __all__ = ["SweepError", "import_ray", "connect", "check_resources", "run_on_ray"]
 
+CANCEL_WAIT_S = 10  # for cancelled trials to end their processes before Ray shuts down
+
 
 class SweepError(RuntimeError):
     """A sweep that cannot start (one line: what and why)."""
@@ -85,7 +87,11 @@ def run_on_ray(ray, specs: Sequence[TrialSpec], *, cpus: float, gpus: float, max
                 results.append(result)
                 on_result(result)
     except KeyboardInterrupt:
+        # A cancelled task gets a KeyboardInterrupt and ends its steps' processes (a forced
+        # cancel would kill the worker and orphan them); give it a moment to do so.
         for ref in running:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref)
+        if running:
+            ray.wait(list(running), num_returns=len(running), timeout=CANCEL_WAIT_S)
         raise
     return results

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,6 +111,20 @@ def _environment(clone: Path) -> dict:
     return env
 
 
+def _run_step(argv: list[str], cwd: Path, env: dict, log) -> int:
+    """Run one step in its own process group; if the trial is cancelled (Ray raises
+    KeyboardInterrupt in the task) or fails here, the whole group goes, stages included,
+    rather than a `dvc exp run` orphaned and still pushing after the sweep said it stopped."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return process.wait()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
 def _tail(path: Path, limit: int = LOG_LIMIT) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return text if len(text) <= limit else "[...]\n" + text[-limit:]
@@ -130,8 +145,7 @@ def run_trial(spec: TrialSpec) -> TrialResult:
                 log.flush()
                 began = time.monotonic()
                 try:
-                    code = subprocess.run(argv, cwd=clone, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT).returncode
+                    code = _run_step(argv, clone, env, log)
                 except OSError as error:  # e.g. git missing on this node
                     log.write(f"{error}\n")
                     code = None
