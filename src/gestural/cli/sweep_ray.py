@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Sequence
 
 from gestural.cli.sweep_trial import TrialResult, TrialSpec, run_trial
@@ -43,7 +44,14 @@ def connect(ray, address: str | None) -> str:
     except Exception as error:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SweepError(f"cannot connect to Ray at {target}: {message}") from None
+    # ray.init made SIGTERM exit at once, which would orphan the running trials' processes:
+    # make it a Ctrl-C instead, which cancels them (run_on_ray).
+    signal.signal(signal.SIGTERM, _interrupt)
     return "a local Ray instance" if target == "local" else f"the Ray cluster at {target}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def check_resources(ray, cpus: float, gpus: float) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 __all__ = ["TrialSpec", "TrialResult", "run_trial", "LOG_LIMIT"]
 
 LOG_LIMIT = 200_000  # characters of a trial's log that come back (its end)
+POLL_S = 0.2  # how often a step is checked for its end (and the trial for a cancel)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,11 @@ def _run_step(argv: list[str], cwd: Path, env: dict, log) -> int:
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        return process.wait()
+        # Polled, not a blocking wait: Ray's cancel sets Python's interrupt flag, which a
+        # thread blocked in waitpid() would only see when the step ends on its own.
+        while process.poll() is None:
+            time.sleep(POLL_S)
+        return process.returncode
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
