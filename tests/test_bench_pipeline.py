@@ -36,7 +36,8 @@ def test_measured_run_sees_a_child_process_memory_not_the_bench_own(tmp_path):
 
 
 def step(frames: int, seconds: float, peak: float) -> dict:
-    return {"frames": frames, "seconds": seconds, "peak_rss_mib": peak, "peak_tree_rss_mib": peak}
+    return {"frames": frames, "seconds": seconds, "peak_rss_mib": peak, "peak_tree_rss_mib": peak,
+            "user_seconds": seconds / 2, "system_seconds": 0.5}
 
 
 def size(fraction: float, frames: int, stages: dict, factorize: dict | None = None) -> dict:
@@ -61,9 +62,9 @@ def test_scaling_gives_each_stage_exponent_and_the_targets_say_what_missed():
     assert targets["linear_in_frames"] == {"target": "seconds ~ frames^e with e <= 1.1", "not_linear": ["evaluate"],
                                            "met": False}
     table = pipeline_figures.markdown_table({"sizes": [small, large], "scaling": scale}).splitlines()
-    assert table[0].startswith("| stage | frames (8 x 137) | wall s | peak RSS MiB | frames (8 x 551) |")
-    assert table[3] == "| evaluate | 20 | 10.0 | 500 | 80 | 80.0 | 5,000 | 1.50 |"
-    assert table[-1].startswith("| **dvc repro** | 100 | **12** | 500 | 400 | **88** | 5,000 |")
+    assert table[0].startswith("| stage | frames (8 x 137) | wall s | CPU s | peak RSS MiB | frames (8 x 551) |")
+    assert table[3] == "| evaluate | 20 | 10.0 | 5.5 | 500 | 80 | 80.0 | 40.5 | 5,000 | 1.50 |"
+    assert table[-1].startswith("| **dvc repro** | 100 | **12** | 7 | 500 | 400 | **88** | 45 | 5,000 |")
     assert pipeline_figures.scaling([large]) == {}
 
 
