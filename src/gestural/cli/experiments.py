@@ -90,22 +90,26 @@ class Experiment:
 # ------------------------------------------------------------------ dvc exp show
 
 
-def dvc_root(repo: str | os.PathLike) -> Path:
-    """The DVC project holding ``repo``: the nearest of it and its parents with a ``.dvc``
-    directory, as dvc itself finds it.
+def check_dvc_project(repo: str | os.PathLike) -> None:
+    """Make sure ``repo`` is the root of a DVC project (holds a ``.dvc`` directory).
+
+    dvc itself would also run in a subdirectory of a project, or in any directory below one,
+    and list *that* project's experiments: "no finished experiment" for a mistyped --repo.
 
     Raises
     ------
     CompareError
-        ``repo`` is not a directory, or no DVC project holds it.
+        ``repo`` is missing, not a directory, or not a DVC project's root (naming the project
+        above it, if there is one).
     """
     repo = Path(repo)
     if not repo.is_dir():
         raise CompareError(f"{repo}: --repo is not a directory" if repo.exists() else f"{repo}: no such directory")
-    found = next((p for p in (repo.resolve(), *repo.resolve().parents) if (p / ".dvc").is_dir()), None)
-    if found is None:
-        raise CompareError(f"{repo}: not a DVC project (no .dvc directory here or above; `dvc init` makes one)")
-    return found
+    if (repo / ".dvc").is_dir():
+        return
+    above = next((p for p in repo.resolve().parents if (p / ".dvc").is_dir()), None)
+    hint = f"; the project holding it is {above}" if above is not None else "; `dvc init` makes one"
+    raise CompareError(f"{repo}: not a DVC project (no .dvc directory){hint}")
 
 
 def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> list:
@@ -117,7 +121,7 @@ def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> li
         ``repo`` is no DVC project, dvc fails (its message is included) or prints something
         that is not JSON.
     """
-    dvc_root(repo)  # else dvc prints an empty table, which would read as "no experiment"
+    check_dvc_project(repo)
     command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
     if all_commits:
         command.append("--all-commits")

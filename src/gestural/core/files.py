@@ -191,11 +191,12 @@ def _naming_the_output(error: OSError, tmp: Path, path: Path) -> OSError:
     An error naming some other file (an input read while writing) is left as it is.
     """
     name = None if error.filename is None else Path(os.fspath(error.filename))
-    if not error.errno or (name is not None and name != tmp and tmp not in name.parents):
+    if name is not None and name != tmp and tmp not in name.parents:
         return error
     where = path if name is None or name == tmp else path / name.relative_to(tmp)
+    cause = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
     # OSError(errno, ...) gives the errno's subclass (PermissionError, IsADirectoryError...).
-    return OSError(error.errno, error.strerror or os.strerror(error.errno), os.fspath(where))
+    return OSError(error.errno, cause, os.fspath(where))
 
 
 def _temporary_beside(path: Path, make):
@@ -281,11 +282,20 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+class _WriteOnly:
+    """A file seen through its ``write`` alone. numpy writes an array to a real file with
+    ``ndarray.tofile``, whose short write (a full disk, a file-size limit) raises an OSError
+    without errno ("N requested and M written"); through ``write`` it keeps the cause."""
+
+    def __init__(self, handle):
+        self.write = handle.write
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save one array in .npy format, atomically."""
+    """Save one array (of numbers: never pickled) in .npy format, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, array)
+            np.save(_WriteOnly(handle), array, allow_pickle=False)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
