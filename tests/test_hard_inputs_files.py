@@ -2,10 +2,11 @@
 the command line given paths that are no regular files. Each case ends in ONE line naming the
 file or flag and the real cause, a non-zero exit, no traceback, no hang and nothing half-written.
 
-The cases that would hang or read forever before the fix (a FIFO, /dev/zero) run in a
-subprocess with a timeout; a full disk is simulated by a write that stores half its data and
-fails as write(2) does (errno ENOSPC, no file name); a file-size limit is real (RLIMIT_FSIZE in
-a subprocess; Python ignores SIGXFSZ, so the write fails with EFBIG).
+The cases that would hang or read forever before the fix (a FIFO, /dev/zero) run under an
+alarm and a memory cap, so that a regression fails instead of hanging. A full disk is simulated
+by a write that stores half its data and fails as write(2) does (errno ENOSPC, no file name); a
+file-size limit is real (RLIMIT_FSIZE in a subprocess; Python ignores SIGXFSZ, so the write
+fails with EFBIG).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from gestural.data import est_track
 from gestural.data.corpus import build_npy
 from gestural.data.normalize import normalize_corpus
 
-TIMEOUT_S = 120  # a regression hangs; the fixed command answers in seconds
+TIMEOUT_S = 120  # a regression hangs; the fixed code answers in seconds
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -248,16 +249,12 @@ def test_an_object_array_in_frames_npy_is_one_line(tmp_path, capsys):
 # --------------------------------------------------------------------------
 
 
-def _cap_address_space():
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))  # torch needs ~1 GiB
-
-
-def gestural(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m gestural ARGS`` in a subprocess: a regression that blocks fails on the timeout,
-    one that reads /dev/zero on the 3 GiB cap."""
-    return subprocess.run([sys.executable, "-m", "gestural", *map(str, args)], cwd=cwd,
-                          env=dict(src_env(), MPLBACKEND="Agg"), capture_output=True, text=True, timeout=TIMEOUT_S,
-                          preexec_fn=_cap_address_space)
+def gestural(capsys, *args) -> tuple[int, str]:
+    """``gestural ARGS`` run here, guarded: a regression that blocks on a FIFO is interrupted,
+    one that reads /dev/zero stops at the memory cap. Returns the status and stderr."""
+    with no_hang(), memory_cap():
+        status = cli.main([str(arg) for arg in args])
+    return status, capsys.readouterr().err
 
 
 def _fifo(tmp_path: Path) -> Path:
@@ -286,11 +283,11 @@ EXP_SHOW_FILES = [
 
 
 @pytest.mark.parametrize("build, message", [row[1:] for row in EXP_SHOW_FILES], ids=[row[0] for row in EXP_SHOW_FILES])
-def test_compare_refuses_an_exp_show_json_that_is_no_json_file(tmp_path, build, message):
+def test_compare_refuses_an_exp_show_json_that_is_no_json_file(tmp_path, capsys, build, message):
     path = build(tmp_path)
-    result = gestural("compare", "--exp-show-json", path, "--out", tmp_path / "out", "--no-stability", cwd=tmp_path)
-    assert result.returncode == 2
-    assert re.fullmatch(rf"gestural compare: error: {re.escape(str(path))}: {message}", the_one_line(result.stderr))
+    status, err = gestural(capsys, "compare", "--exp-show-json", path, "--out", tmp_path / "out", "--no-stability")
+    assert status == 2
+    assert re.fullmatch(rf"gestural compare: error: {re.escape(str(path))}: {message}", the_one_line(err))
     assert not (tmp_path / "out").exists()
 
 
@@ -319,16 +316,15 @@ MODEL_PATHS = [
 
 
 @pytest.mark.parametrize("build, message", [row[1:] for row in MODEL_PATHS], ids=[row[0] for row in MODEL_PATHS])
-def test_factorize_says_what_a_model_path_that_is_no_file_is(tmp_path, build, message):
+def test_factorize_says_what_a_model_path_that_is_no_file_is(tmp_path, capsys, build, message):
     (tmp_path / "models").mkdir()
     os.mkfifo(tmp_path / "model.pt")
     est_track.write_est_track(tmp_path / "utt.ema", np.zeros((50, 14), np.float32))
     model = build(tmp_path)
-    result = gestural("factorize", "--model", model, "--ema", tmp_path / "utt.ema", "--out", tmp_path / "out",
-                      "--device", "cpu", "--no-figures", cwd=tmp_path)
-    assert result.returncode == 2
-    assert re.fullmatch(rf"gestural factorize: error: {re.escape(str(model))}: {message}",
-                        the_one_line(result.stderr))
+    status, err = gestural(capsys, "factorize", "--model", model, "--ema", tmp_path / "utt.ema", "--out",
+                           tmp_path / "out", "--device", "cpu", "--no-figures")
+    assert status == 2
+    assert re.fullmatch(rf"gestural factorize: error: {re.escape(str(model))}: {message}", the_one_line(err))
     assert not (tmp_path / "out").exists()
 
 
