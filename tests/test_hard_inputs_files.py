@@ -345,6 +345,19 @@ def test_factorize_names_the_output_when_the_disk_under_out_is_full(tmp_path, mo
     assert not (out / "utt").exists() and not leftovers(out)
 
 
+@pytest.mark.parametrize("size, refused", [(1000, False), (1001, True)], ids=["at-cap", "over-cap"])
+def test_a_user_file_over_its_cap_is_refused_before_it_is_read(tmp_path, size, refused):
+    from gestural.core.files import UserFileError, read_user_file
+
+    (tmp_path / "big.json").write_bytes(b" " * size)
+    if not refused:
+        assert read_user_file(tmp_path / "big.json", "JSON file", max_bytes=1000) == b" " * size
+        return
+    with pytest.raises(UserFileError) as caught:
+        read_user_file(tmp_path / "big.json", "JSON file", max_bytes=1000)
+    assert str(caught.value) == f"{tmp_path / 'big.json'}: is 1001 bytes, over the 1000 bytes cap on a JSON file"
+
+
 def test_the_exp_show_reader_still_reads_a_regular_json_file(tmp_path):
     from gestural.cli.experiments import read_exp_show
 

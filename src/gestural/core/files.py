@@ -98,7 +98,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", max_bytes: i
     if not stat.S_ISREG(info.st_mode):
         raise UserFileError(path, f"is {_file_kind(info.st_mode)}, not a regular {what}")
     if max_bytes is not None and info.st_size > max_bytes:
-        raise UserFileError(path, f"{_size(info.st_size)}, over the {_size(max_bytes)} this reads as {what}")
+        raise UserFileError(path, f"is {_size(info.st_size)}, over the {_size(max_bytes)} cap on a {what}")
     return info
 
 
@@ -122,7 +122,7 @@ def read_user_file(path: str | os.PathLike, what: str = "file", max_bytes: int =
             raise UserFileError(path, f"is {_file_kind(mode)}, not a regular {what}")
         data = handle.read(max_bytes + 1)  # + 1: a file that grew since the stat is caught too
     if len(data) > max_bytes:
-        raise UserFileError(path, f"over the {_size(max_bytes)} this reads as {what}")
+        raise UserFileError(path, f"grew past the {_size(max_bytes)} cap on a {what} while being read")
     return data
 
 
