@@ -381,7 +381,7 @@ def test_stage_writes_every_output(tmp_path, monkeypatch, capsys):
     scores = json.loads((out / "gestural_scores.json").read_text())
     assert [e["id"] for e in scores["examples"]] == ["spk_006", "spk_007", "spk_005"]
     # the untrained network holds no score for 30 ms: no interval; the classical scores do
-    assert [p for p, _, _ in scores["pairs"]["classical"]] and len(scores["planted_names"]) == P
+    assert [pair[0] for pair in scores["pairs"]["classical"]] and len(scores["planted_names"]) == P
     for example in scores["examples"]:
         rows = read_events(out / "examples" / example["id"] / "events.csv")
         rate = units.FRAME_RATE

@@ -21,7 +21,8 @@ def test_a_shifted_box_matches_its_planted_gesture_with_the_expected_iou_and_ons
     exported = [[(1, 15, 35), (0, 60, 70)]]  # learned gesture 1 overlaps; 0 is elsewhere
     scores = [np.zeros((2, 100))]
     metrics, pairs = gestural_score_metrics(planted, exported, scores, tolerance=5)
-    assert pairs == [(0, 1, pytest.approx(15 / 25))]
+    # 15 of the learned gesture's 20 frames are its partner's (precision), 15 of the partner's 20 covered
+    assert pairs == [(0, 1, pytest.approx(15 / 25), pytest.approx(0.75), pytest.approx(0.75))]
     assert metrics["score_iou"] == pytest.approx(0.6)
     assert metrics["score_onset_f1"] == 1.0 and metrics["score_offset_f1"] == 1.0
     assert metrics["score_on_per_frame"] == pytest.approx(0.3) and metrics["planted_on_per_frame"] == 0.2
@@ -30,10 +31,18 @@ def test_a_shifted_box_matches_its_planted_gesture_with_the_expected_iou_and_ons
     assert tighter["score_onset_f1"] == 0.0
 
 
+def test_a_learned_gesture_that_also_fires_for_another_planted_gesture_has_a_low_precision_not_recall():
+    planted = [planted_mask((10, 30), (50, 70))]
+    exported = [[(0, 10, 30), (0, 50, 70), (1, 52, 68)]]  # gesture 0 fires for both planted ones
+    _, pairs = gestural_score_metrics(planted, exported, [np.zeros((2, 100))], tolerance=2)
+    merged = next(pair for pair in pairs if pair[1] == 0)
+    assert merged[3] == pytest.approx(0.5) and merged[4] == pytest.approx(1.0)
+
+
 def test_a_planted_gesture_without_a_learned_partner_counts_zero_and_misses_its_onsets():
     planted = [planted_mask((10, 30), (50, 60))]
     metrics, pairs = gestural_score_metrics(planted, [[(0, 10, 30)]], [np.zeros((1, 100))], tolerance=2)
-    assert pairs == [(0, 0, 1.0)]
+    assert pairs == [(0, 0, 1.0, 1.0, 1.0)]
     assert metrics["score_iou"] == pytest.approx(0.5)  # (1 + 0) / 2 planted gestures
     assert metrics["score_onset_f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # precision 1, recall 1/2
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import model_config
 
-from gestural.evaluation.segmentation import GestureEvent, Segmentation
+from gestural.evaluation.segmentation import GestureEvent, Segmentation, kernel_support
 from gestural.model.network import GesturalAutoEncoder
 
 L = 10
@@ -55,13 +55,38 @@ def test_runs_shorter_than_min_frames_are_no_gesture():
     assert [(e.onset, e.offset) for e in Segmentation(1, min_frames=6).events(scores)] == [(50, 60)]
 
 
-def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_an_impulse_by_kernel():
+def _kernels_moving_in(frames: slice, count: int = 3, win_size: int = 20) -> torch.Tensor:
+    kernels = torch.zeros(count, 12, win_size)
+    kernels[:, 0, frames] = 1.0
+    return kernels
+
+
+def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_an_impulse_where_its_kernel_moves():
     model = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=40, win_size=20))
     with torch.no_grad():  # 5 Hz (mean delay ~12 frames), and two that learned an impulse
         model.decoder.log_rate.copy_(torch.log(torch.tensor([2 * math.pi * 5 / 200, 3.0, 3.0])))
-    assert Segmentation.of_model(model).span.tolist() == [1, 20, 20]
+        model.decoder.kernels_raw.copy_(_kernels_moving_in(slice(8, 15)))
+    segmentation = Segmentation.of_model(model)
+    assert segmentation.span.tolist() == [1, 7, 7]
+    assert segmentation.lead.tolist() == [0, 8, 8]
     plain = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=0, win_size=20))
+    with torch.no_grad():
+        plain.decoder.kernels_raw.copy_(_kernels_moving_in(slice(0, 20)))
     assert Segmentation.of_model(plain).span.tolist() == [20, 20, 20]
+
+
+def test_an_impulse_covers_the_frames_where_its_kernel_moves_the_sensors_not_its_whole_window():
+    kernels = np.zeros((2, 12, 20))
+    kernels[0, 3, 8:15] = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]  # a 35 ms movement late in a 100 ms window
+    kernels[0, 3, 16] = 0.1  # a tenth of it: drift, not the gesture
+    kernels[1, 5, :] = 0.0  # never moves: covers its window
+    first, count = kernel_support(kernels)
+    assert first.tolist() == [8, 0] and count.tolist() == [7, 20]
+    scores = np.zeros((2, 100))
+    scores[0, 10] = 1.0
+    events = Segmentation.of_kernels(kernels, min_frames=1).events(scores)
+    assert [(e.gesture, e.onset, e.offset) for e in events] == [(0, 18, 25)]
+    assert events[0].amplitude == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -365,7 +365,7 @@ def run_evaluation(params: EvaluateParams, *, model_path: str | Path, data_dir: 
     classical = classical_factorization(cnmf, held, base.transform_iter, fit_seconds)
     classical.extra.update(fit_frames=fit_frames, transform_utterances=len(held),
                            transform_frames=int(sum(u.shape[1] for u in held)))
-    classical.segmentation = Segmentation(config.win_size, classical_scale)  # a score plays its kernel
+    classical.segmentation = Segmentation.of_kernels(classical.gesture_kernels, classical_scale)  # impulses
     classical_metrics, classical_matching = evaluate_factorization(
         held, classical, held_truth, **dict(classical_scoring, activations=held_activations))
     say(f"classical: variance explained {classical_metrics['variance_explained']:.4f} "

@@ -17,6 +17,12 @@ interval is never matched). Then:
 * ``score_oracle_iou``: the same matched IoU when each learned score row is cut at the
   threshold that the truth says is best for it: what the scores allow at best, so that a
   poor segmentation and poor scores can be told apart.
+
+Each matched pair also gets its *precision* (share of the learned gesture's exported frames
+inside its partner's planted intervals) and *recall* (share of the partner's frames it
+covers): a low precision with a high recall is a learned gesture that also fires for other
+planted gestures (two planted gestures merged, or one in a context), a low recall one that
+covers its partner in some contexts only.
 """
 
 from __future__ import annotations
@@ -148,7 +154,7 @@ def gestural_score_metrics(planted: Sequence[np.ndarray], intervals: Sequence[Se
     -------
     metrics : dict
         The module docstring's figures.
-    pairs : list of (planted, learned, IoU)
+    pairs : list of (planted, learned, IoU, precision, recall)
     """
     if len(planted) != len(intervals) or len(planted) != len(scores):
         raise ValueError(f"{len(planted)} planted, {len(intervals)} exported, {len(scores)} score utterances")
@@ -172,7 +178,15 @@ def gestural_score_metrics(planted: Sequence[np.ndarray], intervals: Sequence[Se
         "score_oracle_iou": oracle_iou(planted, scores),
         "score_gestures_with_intervals": int(with_intervals.sum()),
     }
-    return metrics, [(p, k, float(iou[p, k])) for p, k in pairs]
+    return metrics, [(p, k, float(iou[p, k]), *pair_shares(planted, exported, p, k)) for p, k in pairs]
+
+
+def pair_shares(planted: Sequence[np.ndarray], exported: Sequence[np.ndarray], p: int, k: int) -> tuple[float, float]:
+    """(precision, recall) of learned gesture ``k``'s exported frames against planted gesture ``p``'s."""
+    both = sum(int((truth[p] & found[k]).sum()) for truth, found in zip(planted, exported))
+    found_count = sum(int(found[k].sum()) for found in exported)
+    truth_count = sum(int(truth[p].sum()) for truth in planted)
+    return both / found_count if found_count else 0.0, both / truth_count if truth_count else 0.0
 
 
 def exported_intervals(scores: np.ndarray, segmentation: Segmentation) -> list[tuple[int, int, int]]:

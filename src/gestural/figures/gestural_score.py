@@ -38,7 +38,7 @@ def gestural_score_figure(planted: Sequence[Sequence[int]], exported: Sequence[S
     planted, exported : sequences of (gesture, onset, offset) in frames
         The planted activation intervals (gesture = planted index) and the exported ones
         (gesture = learned row).
-    pairs : sequence of (planted, learned, iou)
+    pairs : sequence of (planted, learned, iou, ...)
         The held-out matching; its order is the rows' order.
     planted_names : sequence of str
     frames : int
@@ -47,7 +47,7 @@ def gestural_score_figure(planted: Sequence[Sequence[int]], exported: Sequence[S
     """
     if frames <= 0:
         return message_figure("an empty utterance has no gestural score", title=title)
-    matched = {int(k) for _, k, _ in pairs}
+    matched = {int(pair[1]) for pair in pairs}
     unmatched = sorted({int(g) for g, _, _ in exported} - matched)
     rows = len(pairs) + len(unmatched)
     if not rows:
@@ -57,7 +57,7 @@ def gestural_score_figure(planted: Sequence[Sequence[int]], exported: Sequence[S
     figure = new_figure(width, 1.2 + 0.32 * rows)
     strip, ax = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [0.6, rows * 0.32]})
     labels = []
-    for row, (p, k, iou) in enumerate(pairs):
+    for row, (p, k, iou, *_) in enumerate(pairs):
         _boxes(ax, row - 0.2, planted, int(p), _PLANTED, 0.32)
         _boxes(ax, row + 0.2, exported, int(k), _EXPORTED, 0.32)
         labels.append(f"{planted_names[int(p)]} / g{int(k)} (IoU {float(iou):.2f})")
