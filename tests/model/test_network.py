@@ -244,3 +244,40 @@ def test_weights_saved_as_three_way_tensors_by_earlier_versions_still_load():
     loaded.load_state_dict(earlier)
     x, mask = torch.rand(2, 12, 30), torch.ones(2, 30)
     torch.testing.assert_close(loaded(x, mask).reconstruction, model(x, mask).reconstruction, rtol=0, atol=0)
+
+
+def _step_response(log_rate: float, frames: int = 40) -> torch.Tensor:
+    steps = torch.arange(frames, dtype=torch.float32) + 0.5
+    shape = steps * torch.exp(-math.exp(log_rate) * steps)
+    return (shape / shape.sum()).cumsum(0)
+
+
+def test_a_falling_score_lets_its_movement_go_through_the_slower_release_response():
+    model = tiny_model(num_gestures=1, response_frames=40, release_response=True)
+    fast, slow = math.log(0.5), math.log(0.05)
+    with torch.no_grad():
+        model.decoder.log_rate.fill_(fast)
+        model.decoder.log_release_rate.fill_(slow)
+    scores = torch.zeros(1, 1, 200)
+    scores[0, 0, 10:60] = 1.0  # a held activation, then off
+    driven = model.decoder.drive(scores)[0, 0]
+    rise, release = _step_response(fast), _step_response(slow)
+    expected = torch.zeros(200)
+    for t in range(10, 200):
+        expected[t] = rise[min(t - 10, 39)] - (release[min(t - 60, 39)] if t >= 60 else 0.0)
+    torch.testing.assert_close(driven, expected, atol=1e-5, rtol=0)
+    # 50 ms after the fall the movement is mostly still there (the rise response alone: under 5 %), and it settles
+    assert driven[60 + 10] > 0.75 > 0.05 > rise[-1] - rise[10] and driven[-1].abs() < 1e-5
+
+
+def test_without_a_release_response_a_score_falls_as_it_rose():
+    model = tiny_model(num_gestures=1, response_frames=40, release_response=False)
+    scores = torch.zeros(1, 1, 120)
+    scores[0, 0, 10:60] = 1.0
+    driven = model.decoder.drive(scores)[0, 0]
+    rise = _step_response(float(model.decoder.log_rate.detach()))
+    torch.testing.assert_close(driven[60:100], rise[-1] - rise, atol=1e-5, rtol=0)
+    responses = model.decoder.responses
+    kernels = model.decoder.gesture_kernels
+    direct = torch.nn.functional.conv_transpose1d(responses[None], kernels, groups=1)[0].reshape(1, 12, -1)
+    torch.testing.assert_close(model.decoder.effective_kernels, direct)

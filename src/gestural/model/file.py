@@ -20,7 +20,7 @@ from gestural.model.network import GesturalAutoEncoder, ModelConfig
 
 MODEL_FORMAT = "gestural-model/1"
 # Settings a model must share with another to take its weights.
-SHAPE_KEYS = ("num_gestures", "win_size", "num_channels", "hidden", "model")
+SHAPE_KEYS = ("num_gestures", "win_size", "num_channels", "hidden", "model", "release_response")
 # A trained model is a few MB (even 4096 gestures with long kernels stay far under this); the
 # cap stops a mistaken path (a disk image) from being read into memory whole.
 MAX_MODEL_BYTES = 1024 * MIB
@@ -115,7 +115,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     """
     payload = read_model_file(path)
     try:
-        model = GesturalAutoEncoder(ModelConfig(**payload["model_config"]))
+        # Files written before release responses existed have none.
+        model = GesturalAutoEncoder(ModelConfig(**{"release_response": False, **payload["model_config"]}))
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, RuntimeError) as error:
         raise ModelFileError(f"{path}: does not fit this version's model "
@@ -130,7 +131,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 def load_weights_(model: GesturalAutoEncoder, path: str | Path) -> None:
     """Copy a trained model's weights into ``model``; refuse a model of another shape."""
     payload = read_model_file(path)
-    theirs = payload["model_config"]
+    theirs = {"release_response": False, **payload["model_config"]}  # as load_model reads older files
     for key in SHAPE_KEYS:
         if theirs.get(key) != getattr(model.config, key):
             raise ModelFileError(

@@ -7,7 +7,10 @@ Reconstruction (a true convolution, forward in time), on top of the resting post
 
 where h_k is gesture k's learned critically damped response (``response_frames`` > 0; with 0
 the score drives the kernel directly), so a unit impulse in H[k] at frame t reproduces the
-gesture's effective kernel from frame t onwards. ``conv_transpose1d`` computes the sum; it is
+gesture's effective kernel from frame t onwards. With ``release_response``, a falling score
+lets its movement go through a second, slower response (task dynamics relax to rest more
+slowly than they reach a target), so a held gesture's score can fall when the gesture ends
+instead of tapering off with its articulators. ``conv_transpose1d`` computes the sum; it is
 cropped to the input's length.
 
 Scores are non-negative by construction (a rectification). Kernels are ``signed`` (a gesture
@@ -48,43 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gestural.model.rectified_gaussian import LOG_SQRT_2PI, normal_cdf, normal_pdf, rectified_gaussian_kl
+
 NUM_CHANNELS = 12
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
-    return 0.5 * torch.erfc(-z / math.sqrt(2.0))
-
-
-def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-0.5 * z.square() - _LOG_SQRT_2PI)
-
-
-def rectified_gaussian_kl(mu: torch.Tensor, std: torch.Tensor, prior_mu: torch.Tensor,
-                          prior_std: torch.Tensor) -> torch.Tensor:
-    """KL(relu(N(mu, std^2)) || relu(N(prior_mu, prior_std^2))), elementwise, exact.
-
-    Both distributions have a point mass at 0 (the Gaussian's mass below 0) and the Gaussian
-    density above 0. With a = mu / std, Z = Phi(a) the mass above 0, and the truncated moments
-    M1 = phi(a), M2 = Z - a phi(a) of u = (h - mu) / std:
-
-        KL = (1 - Z) log((1 - Z) / P0) + Z log(prior_std / std) - M2 / 2
-             + (std^2 M2 + 2 std (mu - prior_mu) M1 + (mu - prior_mu)^2 Z) / (2 prior_std^2)
-
-    with P0 = Phi(-prior_mu / prior_std) the prior's mass at 0.
-    """
-    a = mu / std
-    mass_on = _normal_cdf(a)
-    mass_off = _normal_cdf(-a)
-    m1 = _normal_pdf(a)
-    m2 = mass_on - a * m1
-    prior_off = _normal_cdf(-prior_mu / prior_std).clamp_min(1e-12)
-    diff = mu - prior_mu
-    # m log m with a floor inside the log: xlogy's gradient at m = 0 is -inf (times 0: NaN).
-    point = mass_off * (mass_off.clamp_min(1e-30).log() - prior_off.log())
-    continuous = (mass_on * (prior_std.log() - std.log()) - 0.5 * m2
-                  + (std.square() * m2 + 2 * std * diff * m1 + diff.square() * mass_on) / (2 * prior_std.square()))
-    return (point + continuous).clamp_min(0.0)  # >= 0 exactly; the clamp absorbs rounding
 KERNEL_KINDS = ("nonnegative", "signed")
 DEAD_GRADIENT = 0.1  # gradient slope of a switched-off score in training (see _rectify)
 
@@ -107,6 +76,7 @@ class ModelConfig:
     movement_noise: float
     kernels: str  # nonnegative | signed: a gesture may move a sensor either way
     response_frames: int  # > 0: scores drive a learned critically damped response this long
+    release_response: bool  # a falling score releases through its own (slower) learned response
 
     def validate(self) -> None:
         if self.num_gestures < 1:
@@ -125,6 +95,9 @@ class ModelConfig:
             raise ValueError(f"params.yaml train.prior_std: must be > 0 (got {self.prior_std})")
         if self.response_frames < 0:
             raise ValueError(f"params.yaml train.response_frames: must be >= 0 (got {self.response_frames})")
+        if not isinstance(self.release_response, bool):
+            raise ValueError("params.yaml train.release_response: must be true or false "
+                             f"(got {self.release_response!r})")
         if self.kernels not in KERNEL_KINDS:
             raise ValueError(f"params.yaml train.kernels: must be one of {', '.join(KERNEL_KINDS)} "
                              f"(got {self.kernels!r})")
@@ -215,6 +188,10 @@ class GestureDecoder(nn.Module):
         # Response rate per frame, started at 5 Hz (between consonant and vowel stiffness).
         self.log_rate = (nn.Parameter(torch.full((config.num_gestures,), math.log(2 * math.pi * 5.0 / 200.0)))
                          if config.response_frames else None)
+        # Release rate, started at 2 Hz: relaxing to rest is slower than reaching a target.
+        self.log_release_rate = (
+            nn.Parameter(torch.full((config.num_gestures,), math.log(2 * math.pi * 2.0 / 200.0)))
+            if config.response_frames and config.release_response else None)
         # Stored as a matrix (K, C x L), as Muon (train.optimizer) needs; ``kernels_raw`` views it.
         self.kernel_shape = (config.num_gestures, config.num_channels, config.win_size)
         self.kernel_matrix = nn.Parameter(torch.empty(config.num_gestures, config.num_channels * config.win_size))
@@ -247,6 +224,13 @@ class GestureDecoder(nn.Module):
     def baseline(self) -> torch.Tensor:
         return F.relu(self.baseline_raw)
 
+    def _critically_damped(self, log_rate: torch.Tensor) -> torch.Tensor:
+        """h(t) = w^2 t exp(-w t) per gesture, (K, R), normalized to sum 1 over its R frames."""
+        steps = torch.arange(self.response_frames, device=log_rate.device, dtype=log_rate.dtype) + 0.5
+        rate = log_rate.clamp(-5.0, 1.0).exp()[:, None]
+        shape = steps[None, :] * torch.exp(-rate * steps[None, :])
+        return shape / shape.sum(dim=1, keepdim=True)
+
     @property
     def responses(self) -> torch.Tensor | None:
         """Each gesture's critically damped impulse response, (K, R), summing to 1, or None.
@@ -257,32 +241,49 @@ class GestureDecoder(nn.Module):
         starts, held while it lasts) rather than a trace that lags the movement. The rate w
         is learned per gesture (a large w makes h an impulse: no dynamics).
         """
-        if self.log_rate is None:
-            return None
-        steps = torch.arange(self.response_frames, device=self.log_rate.device, dtype=self.log_rate.dtype) + 0.5
-        rate = self.log_rate.clamp(-5.0, 1.0).exp()[:, None]
-        shape = steps[None, :] * torch.exp(-rate * steps[None, :])
-        return shape / shape.sum(dim=1, keepdim=True)
+        return None if self.log_rate is None else self._critically_damped(self.log_rate)
+
+    @property
+    def release_responses(self) -> torch.Tensor | None:
+        """The response a falling score releases through, (K, R), or None (it falls as it rose)."""
+        return None if self.log_release_rate is None else self._critically_damped(self.log_release_rate)
 
     @property
     def effective_kernels(self) -> torch.Tensor:
-        """What a unit score produces in the data, (K, C, L + R - 1): each kernel convolved with
-        its gesture's response (the kernels themselves without responses)."""
-        kernels, responses = self.gesture_kernels, self.responses
-        if responses is None:
+        """What a unit score at one frame produces in the data, (K, C, L + R - 1): each kernel
+        convolved with its gesture's impulse response (the kernels themselves without responses)."""
+        kernels = self.gesture_kernels
+        if self.log_rate is None:
             return kernels
         count, channels, length = kernels.shape
+        impulse = torch.zeros(1, count, self.response_frames, dtype=kernels.dtype, device=kernels.device)
+        impulse[..., 0] = 1.0
+        responses = self.drive(impulse)[0]  # (K, R)
         # Grouped transposed convolution: out[k*C + c, t] = sum_tau responses[k, t - tau] W[k, c, tau].
         full = F.conv_transpose1d(responses[None], kernels, groups=count)
-        return full.reshape(count, channels, responses.shape[-1] + length - 1)
+        return full.reshape(count, channels, self.response_frames + length - 1)
+
+    def _causal(self, signal: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """Each row of ``signal`` (B, K, T) convolved, causally, with its gesture's response (K, R)."""
+        kernel = responses.flip(-1)[:, None, :]  # conv1d correlates: flip for a causal convolution
+        return F.conv1d(F.pad(signal, (responses.shape[-1] - 1, 0)), kernel, groups=signal.shape[1])
 
     def drive(self, scores: torch.Tensor) -> torch.Tensor:
-        """The scores filtered by each gesture's response (causal), or as they are."""
+        """The scores filtered by each gesture's response (causal), or as they are.
+
+        With a release response, each fall of a score by d adds d times the difference of the
+        two step responses: the movement it had raised then decays at the release rate, not
+        the rise rate. That difference is zero once both have settled, so the sum stays bounded.
+        """
         responses = self.responses
         if responses is None:
             return scores
-        kernel = responses.flip(-1)[:, None, :]  # conv1d correlates: flip for a causal convolution
-        return F.conv1d(F.pad(scores, (self.response_frames - 1, 0)), kernel, groups=scores.shape[1])
+        driven = self._causal(scores, responses)
+        release = self.release_responses
+        if release is None:
+            return driven
+        falls = F.pad(scores[..., :-1] - scores[..., 1:], (1, 0)).clamp_min(0.0)
+        return driven + self._causal(falls, responses.cumsum(-1) - release.cumsum(-1))
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         frames = scores.shape[-1]
@@ -374,7 +375,7 @@ class GesturalAutoEncoder(nn.Module):
         mu, log_std = out[:, :k], out[:, k:].clamp(-9.0, 2.0)
         std = log_std.exp()
         a = mu / std
-        mass_on, density = _normal_cdf(a), _normal_pdf(a)
+        mass_on, density = normal_cdf(a), normal_pdf(a)
         mean = mu * mass_on + std * density
         spread = None
         if not sample:  # the posterior std is for users of the scores, not for training steps
@@ -393,7 +394,7 @@ class GesturalAutoEncoder(nn.Module):
         floor = (2 * self.log_noise.clamp(-9.0, 2.0)).exp()[None, :, None]
         share = (2 * self.log_movement_noise.clamp(-9.0, 2.0)).exp()[None, :, None]
         variance = floor + share * (x_hat - self.decoder.baseline[None, :, None]).square()
-        nll = 0.5 * ((x - x_hat).square() / variance + variance.log()) + _LOG_SQRT_2PI
+        nll = 0.5 * ((x - x_hat).square() / variance + variance.log()) + LOG_SQRT_2PI
         real = mask[:, None, :].to(x.dtype)
         return (nll * real).sum() / real.sum().clamp_min(1.0)
 

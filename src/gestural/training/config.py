@@ -68,6 +68,7 @@ class TrainConfig:
     l1_weight: float
     kernels: str
     response_frames: int
+    release_response: bool
     smoothness_weight: float
     group_weight: float
     background_weight: float
@@ -174,6 +175,7 @@ class TrainConfig:
         train.choice("precision", PRECISIONS, separator=", ")
         train.choice("kernels", KERNEL_KINDS, separator=", ")
         train.boolean("compile")
+        train.boolean("release_response")
         if self.run_name is not None and not (isinstance(self.run_name, str) and _RUN_NAME.fullmatch(self.run_name)):
             raise train.error("run_name", "must be null or a name of letters, digits, '.', '_' and '-'")
 
@@ -182,7 +184,8 @@ class TrainConfig:
                            hidden=self.hidden,
                            model=self.model, peak_window=self.peak_window, prior_mean=self.prior_mean,
                            prior_std=self.prior_std, movement_noise=self.movement_noise,
-                           kernels=self.kernels, response_frames=self.response_frames)
+                           kernels=self.kernels, response_frames=self.response_frames,
+                           release_response=self.release_response)
 
     def settings_fingerprint(self) -> dict:
         """The settings that change the result (run-only knobs left out)."""
