@@ -109,5 +109,6 @@ def test_pipeline_bench_runs_end_to_end_on_a_tiny_corpus(tmp_path):
     assert tiny["corpus"]["utterances"] > 0 and tiny["corpus"]["test_frames"] > 0
     assert tiny["corpus"]["classical_test_utterances"] == tiny["corpus"]["test_utterances"]
     factorize = tiny["factorize"]
-    assert factorize["files"] == 16 and factorize["failed"] >= 1 and factorize["frames"] > 0  # a planted 1 s NaN run
+    # Every EMA file, those nema2npy dropped too; the planted 1 s NaN run fails.
+    assert factorize["files"] >= tiny["corpus"]["utterances"] and factorize["failed"] >= 1 and factorize["frames"] > 0
     assert result["targets"]["repro_seconds"]["met"] is not None and result["scaling"] == {}
