@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import dvc_env, raises_in_one_line, run_command, src_env, the_one_line
 
+from gestural.cli import sweep_ray
 from gestural.cli.sweep import (
     GitRemote,
     SweepError,
@@ -127,3 +128,36 @@ def test_a_commit_without_a_dvc_remote_is_refused(git_remote):
     run_command(["git", "commit", "-q", "-am", "no remote"], repo, env)
     with raises_in_one_line(SweepError, match="no default DVC remote"):
         GitRemote(repo, "origin").check_dvc_remote(None)
+
+
+class _FlakyRay:
+    """A stand-in for the ray module whose first ``failures`` connections fail as a cold
+    cluster's Ray Client server does."""
+
+    def __init__(self, failures: int):
+        self.failures, self.calls, self.shutdowns = failures, 0, 0
+
+    def init(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("Initialization failure from server:\n")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_cluster_that_fails_the_first_client_connection_is_tried_again(monkeypatch):
+    monkeypatch.setattr(sweep_ray, "CLIENT_RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(sweep_ray.signal, "signal", lambda *args: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    flaky = _FlakyRay(failures=2)
+    assert sweep_ray.connect(flaky, "ray://127.0.0.1:1") == "the Ray cluster at ray://127.0.0.1:1"
+    assert flaky.calls == 3 and flaky.shutdowns == 2
+    dead = _FlakyRay(failures=10)
+    with pytest.raises(sweep_ray.SweepError, match=r"at ray://127.0.0.1:1: Initialization failure from server:$"):
+        sweep_ray.connect(dead, "ray://127.0.0.1:1")
+    assert dead.calls == 3
+    local = _FlakyRay(failures=1)  # a local instance that cannot start is not retried
+    with pytest.raises(sweep_ray.SweepError):
+        sweep_ray.connect(local, None)
+    assert local.calls == 1

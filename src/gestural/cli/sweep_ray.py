@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 
 from gestural.cli.sweep_trial import TrialResult, TrialSpec, run_trial
@@ -18,6 +19,11 @@ from gestural.cli.sweep_trial import TrialResult, TrialSpec, run_trial
 __all__ = ["SweepError", "import_ray", "connect", "check_resources", "run_on_ray"]
 
 CANCEL_WAIT_S = 10  # for cancelled trials to end their processes before Ray shuts down
+# A cluster's Ray Client server starts a server process per client; on a busy or cold node it
+# can fail the first connection ("Initialization failure from server") and accept the next.
+CLIENT_RETRY_WAITS_S = (2.0, 5.0)
+
+logger = logging.getLogger(__name__)
 
 
 class SweepError(RuntimeError):
@@ -39,11 +45,18 @@ def connect(ray, address: str | None) -> str:
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     # Options for a new instance only: Ray refuses them when joining a running cluster.
     own = dict(include_dashboard=False) if target == "local" else {}
-    try:
-        ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING, **own)
-    except Exception as error:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
-        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SweepError(f"cannot connect to Ray at {target}: {message}") from None
+    waits = CLIENT_RETRY_WAITS_S if target.startswith("ray://") else ()
+    for attempt in range(len(waits) + 1):
+        try:
+            ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING, **own)
+            break
+        except Exception as error:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if attempt == len(waits):
+                raise SweepError(f"cannot connect to Ray at {target}: {message}") from None
+            logger.warning("cannot connect to Ray at %s (%s); trying again in %g s", target, message, waits[attempt])
+            ray.shutdown()
+            time.sleep(waits[attempt])
     # ray.init made SIGTERM exit at once, which would orphan the running trials' processes:
     # make it a Ctrl-C instead, which cancels them (run_on_ray).
     signal.signal(signal.SIGTERM, _interrupt)
