@@ -46,7 +46,7 @@ from bench import say  # noqa: E402
 from bench.machine import load_average  # noqa: E402
 from bench.measure import measured_run  # noqa: E402
 from bench.pipeline_figures import corpus_frames, markdown_table, scaling, stage_frames, targets  # noqa: E402
-from bench.result_files import RESULTS, write_result  # noqa: E402
+from bench.result_files import RESULTS, publish  # noqa: E402
 
 FULL_SPEAKERS = 8
 FULL_UTTERANCES = 551  # per speaker: 8 x 551 = 4,408, CMU's 4,409
@@ -272,9 +272,7 @@ def main(argv=None) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is for the one JSON object
             result = run(args)
     out = args.out if args.out is not None else default_out(result["machine"]["device_type"], args.tiny)
-    text = write_result(result, out)
-    say(f"wrote {out}")
-    print(text)
+    publish(result, out)
     return 0
 
 

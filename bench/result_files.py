@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import REPO
+from bench import REPO, say
 from gestural.core.files import write_json
 
 RESULTS = REPO / "bench" / "results"
@@ -56,3 +56,10 @@ def write_result(result: dict, out: Path) -> str:
     """Write ``result`` (JSON-safe already) to ``out`` atomically; returns the JSON text."""
     write_json(out, result)
     return json.dumps(result, indent=2)
+
+
+def publish(result: dict, out: Path) -> None:
+    """Write ``result`` to ``out``, say where, and print it: the end of every bench script."""
+    text = write_result(result, out)
+    say(f"wrote {out}")
+    print(text)

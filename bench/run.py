@@ -45,11 +45,10 @@ sys.path.insert(0, str(REPO))  # the bench package, which puts <repo>/src (the l
 
 import torch  # noqa: E402
 
-from bench import say  # noqa: E402
 from bench.corpus import benchmark_corpus, data_stage_timing  # noqa: E402
 from bench.machine import load_average, machine  # noqa: E402
 from bench.quality import quality_section, suggest_batch_size  # noqa: E402
-from bench.result_files import default_out, targets, write_result  # noqa: E402
+from bench.result_files import default_out, publish, targets  # noqa: E402
 from bench.timing import (  # noqa: E402
     StepTimer,
     batch_sizes,
@@ -179,9 +178,7 @@ def main(argv=None) -> int:
     other_corpus = result["corpus"]["kind"] if result["corpus"]["kind"] != default_kind else None
     out = args.out if args.out is not None else default_out(result["machine"]["device_type"], args.quick,
                                                             other_corpus)
-    text = write_result(result, out)
-    say(f"wrote {out}")
-    print(text)
+    publish(result, out)
     return 0
 
 

@@ -263,6 +263,15 @@ def commit_all(repo: Path, env: dict, message: str) -> None:
     run_command(["git", "commit", "-q", "-m", message], repo, env)
 
 
+def tiny_pipeline_params(params: dict) -> None:
+    """Make a copy of params.yaml run the whole pipeline in seconds: a tiny corpus, a 4-gesture
+    model trained for 5 steps, a 3-iteration classical baseline (sweep and queue tests)."""
+    params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
+    params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
+    params["train"].update(hidden=8, threads=1, figure_every=1000, steps_per_epoch=5)
+    params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
+
+
 def make_pipeline_repo(tmp_path: Path, configure) -> tuple[Path, dict]:
     """A git + DVC copy of the whole project (src, stages, dvc.yaml, params.yaml) in
     ``tmp_path / "repo"``, committed; ``configure(params)`` edits the params first.

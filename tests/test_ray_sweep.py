@@ -10,7 +10,6 @@ out to keep this quick), `train` only on the cluster.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
+from conftest import make_pipeline_repo, run_command, tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +55,7 @@ def sweep_repo(tmp_path_factory):
     a DVC remote (a local directory), the commit pushed to a git remote (a bare repository)."""
     tmp_path = tmp_path_factory.mktemp("ray-sweep")
 
-    def configure(params):
-        params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
-        params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
-        params["train"].update(hidden=8, threads=1, figure_every=1000, steps_per_epoch=5)
-        params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
-
-    repo, env = make_pipeline_repo(tmp_path, configure)
+    repo, env = make_pipeline_repo(tmp_path, tiny_pipeline_params)
     env.update(RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"

@@ -8,7 +8,6 @@ left out to keep this quick: the queue runs them as any other stage.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_pipeline_repo, run_command, tiny_synthetic_config
+from conftest import make_pipeline_repo, run_command, tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +39,7 @@ def sweep_repo(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("sweeps")
 
     def configure(params):
-        params["synthetic"].update(dataclasses.asdict(tiny_synthetic_config(utterances_per_speaker=6)))
-        params.update(num_gestures=4, segment_len=200, epochs=1, device="cpu")
-        params["train"].update(hidden=8, threads=1, figure_every=1000, steps_per_epoch=5)
-        params["evaluate"]["baseline"].update(max_iter=3, transform_iter=3, max_train_frames=2000)
+        tiny_pipeline_params(params)
         params["plot"].update(dpi=40, max_gestures=4)
 
     repo, env = make_pipeline_repo(tmp_path, configure)
