@@ -1,0 +1,122 @@
+"""How much of the movement the planted gestural score itself explains through the model's decoder.
+
+The exported score is judged against the planted boxes; this asks the converse. If the scores
+*were* the planted boxes (one row per planted gesture, on exactly over its intervals), how much
+of the held-out movement could the model's decoder explain (gesture kernels, their learned
+responses and the baseline, fitted by gradient descent on the training utterances)? Two fits:
+
+* ``unit``: every box at height 1 (the planted score as a TextGrid holds it);
+* ``heights``: a free height per planted interval, fitted on the held-out utterances too with
+  the decoder fixed: an oracle that knows the movement, the most a box score can give.
+
+If the held-out variance explained of both stays below the trained model's, a model of this
+decoder that fits as well must use scores that are not the planted boxes: fit and box-like
+planted scores pull apart, whatever the encoder or the segmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gestural.core.metrics import reconstruction_metrics
+from gestural.core.units import FRAME_RATE
+from gestural.evaluation.score_match import mask_runs
+from gestural.model.network import GestureDecoder, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlantedBoxes:
+    """Utterances padded into one batch, with their planted score as boxes.
+
+    Attributes
+    ----------
+    x : tensor (N, C, T)
+    mask : tensor (N, T), 1 on real frames
+    boxes : tensor (N, P, T), 1 where a planted gesture is active
+    interval : tensor (N, P, T), long: which planted interval a frame of ``boxes`` belongs to
+    intervals : int, how many there are
+    """
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    boxes: torch.Tensor
+    interval: torch.Tensor
+    intervals: int
+
+    @classmethod
+    def of(cls, utterances: Sequence[np.ndarray], activations: Sequence[np.ndarray]) -> PlantedBoxes:
+        """From (C, T_i) utterances and their (P, T_i) bool planted activations."""
+        if len(utterances) != len(activations) or not utterances:
+            raise ValueError(f"{len(utterances)} utterances but {len(activations)} activation masks")
+        frames = max(u.shape[1] for u in utterances)
+        count, channels, planted = len(utterances), utterances[0].shape[0], activations[0].shape[0]
+        x, mask = torch.zeros(count, channels, frames), torch.zeros(count, frames)
+        boxes, interval = torch.zeros(count, planted, frames), torch.zeros(count, planted, frames, dtype=torch.long)
+        intervals = 0
+        for i, (utterance, active) in enumerate(zip(utterances, activations)):
+            length = utterance.shape[1]
+            if active.shape != (planted, length):
+                raise ValueError(f"utterance {i}: activations of shape {active.shape}, expected {(planted, length)}")
+            x[i, :, :length] = torch.from_numpy(np.asarray(utterance, dtype=np.float32))
+            mask[i, :length] = 1.0
+            boxes[i, :, :length] = torch.from_numpy(active.astype(np.float32))
+            for p in range(planted):
+                for onset, offset in zip(*mask_runs(active[p])):
+                    interval[i, p, onset:offset] = intervals
+                    intervals += 1
+        return cls(x, mask, boxes, interval, intervals)
+
+    def scores(self, log_heights: torch.Tensor | None) -> torch.Tensor:
+        """The boxes, each interval at its height (1 without heights)."""
+        return self.boxes if log_heights is None else self.boxes * log_heights.exp()[self.interval]
+
+
+def _fit(decoder: GestureDecoder, data: PlantedBoxes, log_heights: torch.Tensor | None, train_decoder: bool,
+         steps: int, lr: float) -> None:
+    """Minimize the mean squared error over real frames (Adam, full batch)."""
+    parameters = list(decoder.parameters()) if train_decoder else []
+    if log_heights is not None:
+        parameters.append(log_heights)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    real = data.mask[:, None, :]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        error = (decoder(data.scores(log_heights)) - data.x) * real
+        (error.square().sum() / real.sum()).backward()
+        optimizer.step()
+
+
+def decoder_ceiling(train: PlantedBoxes, test: PlantedBoxes, config: ModelConfig, *, heights: bool,
+                    steps: int = 1500, lr: float = 0.01, seed: int = 0) -> dict:
+    """Fit the decoder of ``config`` (one gesture per planted row) to the planted boxes.
+
+    Returns
+    -------
+    dict: ``train_variance_explained``, ``test_variance_explained`` and the learned
+    ``response_hz`` per planted gesture (empty without responses).
+    """
+    planted = train.boxes.shape[1]
+    torch.manual_seed(seed)
+    decoder = GestureDecoder(dataclasses.replace(config, num_gestures=planted))
+    with torch.no_grad():  # start at the median posture, as training does
+        decoder.init_baseline_(train.x.permute(1, 0, 2)[:, train.mask > 0].median(dim=1).values)
+    train_heights = torch.zeros(train.intervals, requires_grad=True) if heights else None
+    _fit(decoder, train, train_heights, True, steps, lr)
+    test_heights = torch.zeros(test.intervals, requires_grad=True) if heights else None
+    if heights:
+        _fit(decoder, test, test_heights, False, steps // 3, 3 * lr)
+    with torch.no_grad():
+        fits = [reconstruction_metrics(d.x, decoder(d.scores(h)), d.mask)["variance_explained"]
+                for d, h in ((train, train_heights), (test, test_heights))]
+        hz = [] if decoder.log_rate is None else (decoder.log_rate.exp() * FRAME_RATE / (2 * math.pi)).tolist()
+    logger.info("planted boxes (%s): held-out variance explained %.4f", "free heights" if heights else "unit", fits[1])
+    return {"train_variance_explained": fits[0], "test_variance_explained": fits[1], "response_hz": hz}
