@@ -2,7 +2,8 @@
 
 Fits the decoder that params.yaml describes (win_size, train.kernels, train.response_frames,
 train.release_response), one gesture per planted gesture, with the scores fixed to the planted
-boxes: at height 1, and with a free height per planted interval (an oracle). Compare with the
+boxes: at height 1, and with a free height per planted interval (an oracle); ``--sensor-map N``
+asks the same of that decoder followed by a nonlinear map of the sensors. Compare with the
 trained model's variance explained (metrics/eval.json): see
 :mod:`gestural.evaluation.planted_ceiling`. Synthetic corpora only. Run from the project root
 after ``dvc repro``: ``python scripts/planted_score_ceiling.py`` (a few minutes on one core).
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--data", default="data/normalized")
     parser.add_argument("--truth", default="data/raw/ground_truth.npz")
     parser.add_argument("--steps", type=int, default=1500, help="Adam steps of the decoder fit (full batch)")
+    parser.add_argument("--sensor-map", type=int, default=0, metavar="HIDDEN",
+                        help="> 0: the decoder followed by a per-frame MLP over the sensors with this many hidden units")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,8 +47,12 @@ def main() -> None:
         train, test = boxes(corpus, "train", args.truth), boxes(corpus, "test", args.truth)
     except ValueError as error:
         sys.exit(f"planted_score_ceiling: {error}")
-    result = {kind: decoder_ceiling(train, test, config, heights=kind == "free_heights", steps=args.steps)
+    if args.sensor_map < 0:
+        sys.exit(f"planted_score_ceiling: --sensor-map must be >= 0 (got {args.sensor_map})")
+    result = {kind: decoder_ceiling(train, test, config, heights=kind == "free_heights", sensor_map=args.sensor_map,
+                                    steps=args.steps)
               for kind in ("unit_heights", "free_heights")}
+    result["sensor_map"] = args.sensor_map
     if Path("metrics/eval.json").is_file():
         with open("metrics/eval.json") as handle:
             result["trained_model_variance_explained"] = json.load(handle)["neural"]["variance_explained"]

@@ -15,8 +15,10 @@ CONFIG = ModelConfig(num_gestures=2, win_size=4, num_channels=12, hidden=8, mode
                      response_frames=10, release_response=False)
 
 
-def box_corpus(count: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Movement made by a decoder from two gestures' boxes, each box at its own height (0.3-1.7)."""
+def box_corpus(count: int, seed: int, saturate: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Movement made by a decoder from two gestures' boxes, each box at its own height (0.3-1.7);
+    ``saturate``: every box at height 1, and the sensors' displacement from the baseline
+    saturates (tanh), as at contact."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(1)  # the same decoder for every corpus
     decoder = GestureDecoder(CONFIG)
@@ -28,9 +30,10 @@ def box_corpus(count: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray
         for p in range(2):
             for onset in range(int(rng.integers(0, 20)), frames - 30, 60):
                 active[p, onset:onset + 25] = True
-                scores[p, onset:onset + 25] = rng.uniform(0.3, 1.7)
+                scores[p, onset:onset + 25] = 1.0 if saturate else rng.uniform(0.3, 1.7)
         with torch.no_grad():
-            utterances.append(decoder(torch.from_numpy(scores)[None])[0].numpy())
+            movement = decoder(torch.from_numpy(scores)[None])[0] - 0.5
+        utterances.append((0.5 + (0.15 * torch.tanh(movement / 0.15) if saturate else movement)).numpy())
         activations.append(active)
     return utterances, activations
 
@@ -43,6 +46,16 @@ def test_free_heights_explain_movement_made_from_boxes_and_unit_heights_explain_
     assert free["test_variance_explained"] > 0.97
     assert unit["test_variance_explained"] < free["test_variance_explained"] - 0.05
     assert len(free["response_hz"]) == 2
+
+
+@pytest.mark.slow
+def test_a_sensor_map_lets_unit_boxes_explain_movement_that_saturates():
+    train, test = (PlantedBoxes.of(*box_corpus(6, seed, saturate=True)) for seed in (0, 1))
+    additive = decoder_ceiling(train, test, CONFIG, heights=False, steps=600, lr=0.02)
+    mapped = decoder_ceiling(train, test, CONFIG, heights=False, sensor_map=16, steps=600, lr=0.02)
+    assert mapped["test_variance_explained"] > 0.95
+    assert additive["test_variance_explained"] < mapped["test_variance_explained"] - 0.05
+    assert len(mapped["response_hz"]) == 2
 
 
 def test_boxes_number_each_planted_interval_once():

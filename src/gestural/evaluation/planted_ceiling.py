@@ -12,6 +12,11 @@ responses and the baseline, fitted by gradient descent on the training utterance
 If the held-out variance explained of both stays below the trained model's, a model of this
 decoder that fits as well must use scores that are not the planted boxes: fit and box-like
 planted scores pull apart, whatever the encoder or the segmentation.
+
+``sensor_map`` asks the same of a decoder the model does not have (yet): the decoder's movement
+passed through a pointwise nonlinear map of the sensors (:class:`SensorMappedDecoder`), a
+stand-in for an articulatory model, where tract variables reach the sensors through the jaw,
+the tongue's shape and contact, none of which adds up linearly.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from gestural.core.metrics import reconstruction_metrics
 from gestural.core.units import FRAME_RATE
@@ -80,7 +86,27 @@ class PlantedBoxes:
         return self.boxes if log_heights is None else self.boxes * log_heights.exp()[self.interval]
 
 
-def _fit(decoder: GestureDecoder, data: PlantedBoxes, log_heights: torch.Tensor | None, train_decoder: bool,
+class SensorMappedDecoder(nn.Module):
+    """A :class:`GestureDecoder` whose movement m (displacement from the baseline) reaches the
+    sensors as m + f(m), f a per-frame MLP over the channels (tanh, ``hidden`` units, two
+    layers); f starts at zero, so the fit starts from the additive decoder."""
+
+    def __init__(self, config: ModelConfig, hidden: int):
+        super().__init__()
+        self.decoder = GestureDecoder(config)
+        channels = config.num_channels
+        self.sensor_map = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, hidden, 1),
+                                        nn.Tanh(), nn.Conv1d(hidden, channels, 1))
+        nn.init.zeros_(self.sensor_map[-1].weight)
+        nn.init.zeros_(self.sensor_map[-1].bias)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        baseline = self.decoder.baseline[None, :, None]
+        movement = self.decoder(scores) - baseline
+        return baseline + movement + self.sensor_map(movement)
+
+
+def _fit(decoder: nn.Module, data: PlantedBoxes, log_heights: torch.Tensor | None, train_decoder: bool,
          steps: int, lr: float) -> None:
     """Minimize the mean squared error over real frames (Adam, full batch)."""
     parameters = list(decoder.parameters()) if train_decoder else []
@@ -96,8 +122,11 @@ def _fit(decoder: GestureDecoder, data: PlantedBoxes, log_heights: torch.Tensor 
 
 
 def decoder_ceiling(train: PlantedBoxes, test: PlantedBoxes, config: ModelConfig, *, heights: bool,
-                    steps: int = 1500, lr: float = 0.01, seed: int = 0) -> dict:
+                    sensor_map: int = 0, steps: int = 1500, lr: float = 0.01, seed: int = 0) -> dict:
     """Fit the decoder of ``config`` (one gesture per planted row) to the planted boxes.
+
+    ``sensor_map`` > 0: the decoder followed by a nonlinear sensor map of that many hidden units
+    (:class:`SensorMappedDecoder`).
 
     Returns
     -------
@@ -106,9 +135,11 @@ def decoder_ceiling(train: PlantedBoxes, test: PlantedBoxes, config: ModelConfig
     """
     planted = train.boxes.shape[1]
     torch.manual_seed(seed)
-    decoder = GestureDecoder(dataclasses.replace(config, num_gestures=planted))
+    config = dataclasses.replace(config, num_gestures=planted)
+    decoder = SensorMappedDecoder(config, sensor_map) if sensor_map else GestureDecoder(config)
+    gestures = decoder.decoder if sensor_map else decoder
     with torch.no_grad():  # start at the median posture, as training does
-        decoder.init_baseline_(train.x.permute(1, 0, 2)[:, train.mask > 0].median(dim=1).values)
+        gestures.init_baseline_(train.x.permute(1, 0, 2)[:, train.mask > 0].median(dim=1).values)
     train_heights = torch.zeros(train.intervals, requires_grad=True) if heights else None
     _fit(decoder, train, train_heights, True, steps, lr)
     test_heights = torch.zeros(test.intervals, requires_grad=True) if heights else None
@@ -117,6 +148,7 @@ def decoder_ceiling(train: PlantedBoxes, test: PlantedBoxes, config: ModelConfig
     with torch.no_grad():
         fits = [reconstruction_metrics(d.x, decoder(d.scores(h)), d.mask)["variance_explained"]
                 for d, h in ((train, train_heights), (test, test_heights))]
-        hz = [] if decoder.log_rate is None else (decoder.log_rate.exp() * FRAME_RATE / (2 * math.pi)).tolist()
-    logger.info("planted boxes (%s): held-out variance explained %.4f", "free heights" if heights else "unit", fits[1])
+        hz = [] if gestures.log_rate is None else (gestures.log_rate.exp() * FRAME_RATE / (2 * math.pi)).tolist()
+    logger.info("planted boxes (%s%s): held-out variance explained %.4f", "free heights" if heights else "unit",
+                ", sensor map" if sensor_map else "", fits[1])
     return {"train_variance_explained": fits[0], "test_variance_explained": fits[1], "response_hz": hz}
