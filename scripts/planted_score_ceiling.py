@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--truth", default="data/raw/ground_truth.npz")
     parser.add_argument("--steps", type=int, default=1500, help="Adam steps of the decoder fit (full batch)")
     parser.add_argument("--sensor-map", type=int, default=0, metavar="HIDDEN",
-                        help="> 0: the decoder followed by a per-frame MLP over the sensors with this many hidden units")
+                        help="> 0: the decoder followed by a per-frame MLP over the sensors, this many hidden units")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
