@@ -40,6 +40,8 @@ def main() -> None:
                         help="> 0: the decoder followed by a per-frame MLP over the sensors, this many hidden units")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.sensor_map < 0:
+        sys.exit(f"planted_score_ceiling: --sensor-map must be >= 0 (got {args.sensor_map})")
     torch.set_num_threads(args.threads)
     config = TrainConfig.from_params(load_params()).model_config()
     corpus = NormalizedCorpus.load(args.data)
@@ -47,8 +49,6 @@ def main() -> None:
         train, test = boxes(corpus, "train", args.truth), boxes(corpus, "test", args.truth)
     except ValueError as error:
         sys.exit(f"planted_score_ceiling: {error}")
-    if args.sensor_map < 0:
-        sys.exit(f"planted_score_ceiling: --sensor-map must be >= 0 (got {args.sensor_map})")
     result = {kind: decoder_ceiling(train, test, config, heights=kind == "free_heights", sensor_map=args.sensor_map,
                                     steps=args.steps)
               for kind in ("unit_heights", "free_heights")}
