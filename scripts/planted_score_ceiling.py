@@ -6,7 +6,8 @@ boxes: at height 1, and with a free height per planted interval (an oracle); ``-
 asks the same of that decoder followed by a nonlinear map of the sensors. Compare with the
 trained model's variance explained (metrics/eval.json): see
 :mod:`gestural.evaluation.planted_ceiling`. Synthetic corpora only. Run from the project root
-after ``dvc repro``: ``python scripts/planted_score_ceiling.py`` (a few minutes on one core).
+after ``dvc repro``: ``python scripts/planted_score_ceiling.py`` (about 10 minutes on one core;
+with ``--sensor-map`` several times that).
 """
 
 from __future__ import annotations
