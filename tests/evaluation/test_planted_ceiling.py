@@ -32,8 +32,9 @@ def box_corpus(count: int, seed: int, saturate: bool = False) -> tuple[list[np.n
                 active[p, onset:onset + 25] = True
                 scores[p, onset:onset + 25] = 1.0 if saturate else rng.uniform(0.3, 1.7)
         with torch.no_grad():
-            movement = decoder(torch.from_numpy(scores)[None])[0] - 0.5
-        utterances.append((0.5 + (0.15 * torch.tanh(movement / 0.15) if saturate else movement)).numpy())
+            baseline = decoder.baseline[:, None]
+            movement = decoder(torch.from_numpy(scores)[None])[0] - baseline
+        utterances.append((baseline + (0.15 * torch.tanh(movement / 0.15) if saturate else movement)).numpy())
         activations.append(active)
     return utterances, activations
 

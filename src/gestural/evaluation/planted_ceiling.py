@@ -91,10 +91,10 @@ class SensorMappedDecoder(nn.Module):
     sensors as m + f(m), f a per-frame MLP over the channels (tanh, ``hidden`` units, two
     layers); f starts at zero, so the fit starts from the additive decoder."""
 
-    def __init__(self, config: ModelConfig, hidden: int):
+    def __init__(self, decoder: GestureDecoder, hidden: int):
         super().__init__()
-        self.decoder = GestureDecoder(config)
-        channels = config.num_channels
+        self.decoder = decoder
+        channels = decoder.kernel_shape[1]
         self.sensor_map = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, hidden, 1),
                                         nn.Tanh(), nn.Conv1d(hidden, channels, 1))
         nn.init.zeros_(self.sensor_map[-1].weight)
@@ -135,9 +135,8 @@ def decoder_ceiling(train: PlantedBoxes, test: PlantedBoxes, config: ModelConfig
     """
     planted = train.boxes.shape[1]
     torch.manual_seed(seed)
-    config = dataclasses.replace(config, num_gestures=planted)
-    decoder = SensorMappedDecoder(config, sensor_map) if sensor_map else GestureDecoder(config)
-    gestures = decoder.decoder if sensor_map else decoder
+    gestures = GestureDecoder(dataclasses.replace(config, num_gestures=planted))
+    decoder = SensorMappedDecoder(gestures, sensor_map) if sensor_map else gestures
     with torch.no_grad():  # start at the median posture, as training does
         gestures.init_baseline_(train.x.permute(1, 0, 2)[:, train.mask > 0].median(dim=1).values)
     train_heights = torch.zeros(train.intervals, requires_grad=True) if heights else None
