@@ -62,7 +62,7 @@ def _kernels_moving_in(frames: slice, count: int = 3, win_size: int = 20) -> tor
 
 
 def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_an_impulse_where_its_kernel_moves():
-    model = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=40, win_size=20))
+    model = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=40, win_size=20, release_response=False))
     with torch.no_grad():  # 5 Hz (mean delay ~12 frames), and two that learned an impulse
         model.decoder.log_rate.copy_(torch.log(torch.tensor([2 * math.pi * 5 / 200, 3.0, 3.0])))
         model.decoder.kernels_raw.copy_(_kernels_moving_in(slice(8, 15)))

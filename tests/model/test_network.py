@@ -138,6 +138,19 @@ def test_background_count_zeroes_weak_activity_far_from_strong_activity_and_leav
     assert silent.grad.abs().max() < 1e8  # finite: the peak has a floor
 
 
+def test_kernel_sensor_norm_is_one_for_a_gesture_on_one_sensor_and_grows_as_it_spreads():
+    one_sensor = torch.zeros(1, 12, 4)
+    one_sensor[0, 2:4] = 1 / math.sqrt(8)  # the tongue blade's x and y over 4 lags: unit norm
+    everywhere = torch.full((1, 12, 4), 1 / math.sqrt(48))  # unit norm spread over all six sensors
+    assert losses.kernel_sensor_norm(one_sensor).item() == pytest.approx(1.0)
+    assert losses.kernel_sensor_norm(everywhere).item() == pytest.approx(math.sqrt(6))
+    both = torch.cat([one_sensor, everywhere]).requires_grad_(True)
+    assert losses.kernel_sensor_norm(both).item() == pytest.approx((1 + math.sqrt(6)) / 2)
+    losses.kernel_sensor_norm(both).backward()
+    assert torch.isfinite(both.grad).all()  # sensors a kernel leaves alone (norm 0) have a finite gradient
+    assert both.grad[0, 2:4].abs().sum() > 0 and both.grad[0, :2].abs().sum() == 0
+
+
 def test_vae_kl_is_non_negative_and_inference_uses_the_posterior_mean():
     model = tiny_model(model="vae")
     generator = torch.Generator().manual_seed(3)

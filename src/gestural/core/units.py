@@ -23,6 +23,7 @@ ARTICULATORS: tuple[str, ...] = (
     "upper lip",
     "lower lip",
 )
+CHANNELS_PER_SENSOR = 2  # x and y: channels 2i and 2i + 1 are ARTICULATORS[i]
 FRAME_RATE = 200  # Hz, EMA frames
 WAV_RATE = 16000  # Hz, audio samples
 SAMPLES_PER_FRAME = WAV_RATE // FRAME_RATE  # 80

@@ -100,3 +100,16 @@ def score_group_norm(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     h = scores * real[:, None, :]
     per_gesture = h.square().sum((0, 2)).clamp_min(1e-12).sqrt()
     return per_gesture.sum() / real.sum().clamp_min(1.0).sqrt()
+
+
+def kernel_sensor_norm(kernels: torch.Tensor, channels_per_sensor: int = 2) -> torch.Tensor:
+    """Group sparsity of the kernels over sensors: each kernel's sum of per-sensor norms
+    (its x and y channels over all lags), averaged over gestures.
+
+    For unit-norm kernels it is 1 where a gesture moves one sensor and sqrt(sensors) where it
+    moves all alike, so it favours gestures that move few articulators: where two gestures
+    always co-occur (lip rounding with a back vowel) each keeps to its own sensors.
+    """
+    count, channels, length = kernels.shape
+    per_sensor = _safe_norm(kernels.reshape(count, channels // channels_per_sensor, channels_per_sensor * length), -1)
+    return per_sensor.sum(-1).mean()

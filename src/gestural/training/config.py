@@ -71,6 +71,7 @@ class TrainConfig:
     release_response: bool
     smoothness_weight: float
     group_weight: float
+    kernel_sensor_weight: float
     background_weight: float
     background_threshold: float
     background_reach: int
@@ -149,7 +150,7 @@ class TrainConfig:
         if self.response_lr is not None:
             train.finite_number("response_lr", 0.0, open_low=True)
         for name in ("weight_decay", "grad_clip", "l1_weight", "smoothness_weight", "group_weight",
-                     "background_weight", "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
+                     "kernel_sensor_weight", "background_weight", "hoyer_gestures_weight", "hoyer_time_weight", "beta"):
             train.finite_number(name, 0.0)
         train.finite_number("warmup_fraction", 0.0)
         train.finite_number("kl_warmup_fraction", 0.0, 1.0)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gestural.core import units
 from gestural.core.devices import resolve_device
 from gestural.core.metrics import score_sparsity
 from gestural.core.params import ParamsError
@@ -248,7 +249,7 @@ class Trainer:
         # The loss terms see fp32 outputs (autocast would only change the reductions, whose
         # bf16 results lose digits the L1 and Hoyer terms need).
         reconstruction = losses.reconstruction_loss(x, out.reconstruction, mask, config.loss)
-        sparsity = self._score_penalties(out.scores, mask)
+        sparsity = self._score_penalties(out.scores, mask) + self._kernel_penalty()
         if self.model.variational:
             # The negative ELBO per real frame and channel, its KL term annealed in from 0
             # over the first kl_warmup_fraction of the steps (beta = 1: the ELBO itself).
@@ -299,6 +300,13 @@ class Trainer:
                 penalty = penalty + ramp * config.hoyer_time_weight * losses.hoyer_shortfall(
                     across_time, config.hoyer_time_target, active)
         return penalty
+
+    def _kernel_penalty(self) -> torch.Tensor:
+        """Group sparsity of the kernels over sensors (``kernel_sensor_weight``)."""
+        if not self.config.kernel_sensor_weight:
+            return torch.zeros((), device=self.device)
+        return self.config.kernel_sensor_weight * losses.kernel_sensor_norm(
+            self.model.decoder.gesture_kernels, units.CHANNELS_PER_SENSOR)
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One optimization step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
