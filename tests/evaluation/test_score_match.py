@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gestural.evaluation.score_match import gestural_score_metrics, oracle_iou, planted_intervals
+from gestural.evaluation.score_match import (
+    gestural_score_metrics,
+    merged_planted_intervals,
+    oracle_iou,
+    planted_intervals,
+)
 
 
 def planted_mask(*rows, frames=100):
@@ -63,3 +68,16 @@ def test_the_oracle_finds_the_threshold_that_separates_a_box_from_a_haze():
 
 def test_planted_intervals_are_the_runs_of_the_activation_mask():
     assert planted_intervals(planted_mask((10, 30), (50, 60))) == [(0, 10, 30), (1, 50, 60)]
+
+
+def test_merging_two_planted_gestures_costs_the_one_left_without_its_own_partner():
+    planted = [planted_mask((10, 30), (50, 60), (70, 90))]
+    itself, _ = gestural_score_metrics(planted, [merged_planted_intervals(planted[0], [[0], [1], [2]])],
+                                       [np.zeros((3, 100))], tolerance=0)
+    assert itself["score_iou"] == 1.0 and itself["score_onset_f1"] == 1.0
+    merged = merged_planted_intervals(planted[0], [[0, 1], [2]])
+    assert merged == [(0, 10, 30), (0, 50, 60), (1, 70, 90)]
+    metrics, pairs = gestural_score_metrics(planted, [merged], [np.zeros((2, 100))], tolerance=0)
+    # The merged gesture partners planted 0 (IoU 20 / 30); planted 1 has no partner left.
+    assert metrics["score_iou"] == pytest.approx((20 / 30 + 0 + 1) / 3)
+    assert sorted(pair[:2] for pair in pairs) == [(0, 0), (2, 1)]
