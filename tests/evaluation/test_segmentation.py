@@ -37,7 +37,7 @@ def test_runs_that_touch_merge_and_a_held_activation_is_one_event_over_its_frame
     assert [(e.gesture, e.onset, e.offset) for e in events] == [(0, 10, 30), (1, 50, 120)]
     assert events[0].amplitude == pytest.approx(0.9)
     assert level.events(scores, gestures=[1]) == events[1:]
-    # At 0.7 of its run's peak the first run is on where it holds 0.9 only.
+    # At 0.8 of its run's peak the first run is on where it holds 0.9 only.
     assert [(e.onset, e.offset) for e in Segmentation(1, relative_height=0.1, min_frames=1).events(scores)] == [
         (20, 30), (50, 120)]
 
@@ -47,7 +47,7 @@ def test_a_reduced_token_is_cut_at_its_own_height_as_wide_as_a_full_one():
     scores = np.zeros((1, 200))
     scores[0, 20:60] = rise_hold_fall
     scores[0, 120:160] = 0.5 * rise_hold_fall  # the same gesture, reduced
-    by_peak = Segmentation(1, scale=np.array([1.0]), relative_height=0.3, min_frames=1).events(scores)
+    by_peak = Segmentation(1, scale=np.array([1.0]), relative_height=0.3, peak_share=0.7, min_frames=1).events(scores)
     assert [(e.onset, e.offset) for e in by_peak] == [(26, 54), (126, 154)]
     fixed = Segmentation(1, scale=np.array([1.0]), relative_height=0.3, peak_share=0.0, min_frames=1).events(scores)
     full, reduced = (e.offset - e.onset for e in fixed)

@@ -20,8 +20,8 @@ short), or than the kernel's movement where a score plays one that is shorter st
 ``amplitude`` is the largest score that plays it.
 
 The defaults were chosen on the default articulatory corpus's held-out utterances (seed 0;
-seeds 1 and 2 the check) among levels 0.2-0.5, peak shares 0.5-0.8 and minima of 4-12 frames:
-they leave 1.9-2.0 gestures on per frame against 1.35 planted, where a tenth of each
+seeds 1 and 2 the check) among levels 0.2-0.55, peak shares 0.5-0.8 and minima of 4-12
+frames: they leave about 1.9 gestures on per frame against 1.35 planted, where a tenth of each
 utterance's maximum with a kernel-length extension gave 13.5.
 """
 
@@ -39,8 +39,8 @@ from gestural.model.network import GesturalAutoEncoder
 
 __all__ = ["DEFAULT_RELATIVE_HEIGHT", "DEFAULT_PEAK_SHARE", "DEFAULT_MIN_FRAMES", "GestureEvent", "Segmentation", "kernel_support"]
 
-DEFAULT_RELATIVE_HEIGHT = 0.45
-DEFAULT_PEAK_SHARE = 0.7
+DEFAULT_RELATIVE_HEIGHT = 0.4
+DEFAULT_PEAK_SHARE = 0.8
 DEFAULT_MIN_FRAMES = 6
 # A response whose mean delay is at most this many frames is an impulse: the score plays the kernel.
 IMPULSE_DELAY = 1.0
