@@ -79,11 +79,11 @@ def _kernels_moving_in(frames: slice, count: int = 3, win_size: int = 20) -> tor
 
 def test_a_gesture_whose_score_drives_a_slow_response_is_cut_frame_by_frame_and_an_impulse_where_its_kernel_moves():
     model = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=40, win_size=20, release_response=False))
-    with torch.no_grad():  # 5 Hz (mean delay ~12 frames), and two that learned an impulse
-        model.decoder.log_rate.copy_(torch.log(torch.tensor([2 * math.pi * 5 / 200, 3.0, 3.0])))
+    with torch.no_grad():  # 5 Hz (mean delay ~12 frames), an impulse, and a 1.4-frame delay (an events gesture's)
+        model.decoder.log_rate.copy_(torch.log(torch.tensor([2 * math.pi * 5 / 200, 3.0, 1.0])))
         model.decoder.kernels_raw.copy_(_kernels_moving_in(slice(8, 15)))
     segmentation = Segmentation.of_model(model)
-    assert segmentation.span.tolist() == [1, 7, 7]
+    assert segmentation.span.tolist() == [1, 7, 9]  # the delayed one moves the sensors a little longer
     assert segmentation.lead.tolist() == [0, 8, 8]
     plain = GesturalAutoEncoder(model_config(num_gestures=3, response_frames=0, win_size=20))
     with torch.no_grad():
