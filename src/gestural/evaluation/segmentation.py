@@ -37,7 +37,8 @@ from scipy import ndimage
 from gestural.evaluation.activation import gesture_activity
 from gestural.model.network import GesturalAutoEncoder
 
-__all__ = ["DEFAULT_RELATIVE_HEIGHT", "DEFAULT_PEAK_SHARE", "DEFAULT_MIN_FRAMES", "GestureEvent", "Segmentation", "kernel_support"]
+__all__ = ["DEFAULT_RELATIVE_HEIGHT", "DEFAULT_PEAK_SHARE", "DEFAULT_MIN_FRAMES", "GestureEvent", "Segmentation",
+           "kernel_support"]
 
 DEFAULT_RELATIVE_HEIGHT = 0.4
 DEFAULT_PEAK_SHARE = 0.8
