@@ -8,14 +8,14 @@ utterance at hand). A fixed, per-gesture reference means that a gesture barely u
 utterance gets no interval there, instead of a tier cut at a tenth of its own faint maximum.
 Within each run of activity the gesture is on where its score is at least ``peak_share`` of
 that run's peak: a reduced token (an unstressed vowel, a weak event) is cut at its own
-height, as wide as a full one, instead of at the edges of a fixed level it barely passes. Each frame that
-is on covers ``span`` frames: 1 where the score is the activation itself (``response_frames``
-> 0: the score drives the gesture's response, as a task-dynamics activation does); where a
-score is an impulse that plays the kernel (no response, classical NMF, or a learned response
-that has shrunk to an impulse, as on the events corpus's 50 ms bumps), the frames of the kernel
-that move the sensors (:func:`kernel_support`: a learned 100 ms kernel holds a 50 ms movement
-somewhere inside it, and the gesture is that movement, not the window). Runs
-that touch merge; runs shorter than ``min_frames`` are dropped (30 ms: no gesture is that
+height, as wide as a full one, instead of at the edges of a fixed level it barely passes.
+Each frame that is on covers ``span`` frames: 1 where the score is the activation itself
+(``response_frames`` > 0: the score drives the gesture's response, as a task-dynamics
+activation does); where a score is an impulse that plays the kernel (no response, classical
+NMF, or a learned response that has shrunk to an impulse, as on the events corpus's 50 ms
+bumps), the frames of the kernel that move the sensors (:func:`kernel_support`: a learned
+100 ms kernel holds a 50 ms movement somewhere inside it, and the gesture is that movement,
+not the window). Runs that touch merge; runs shorter than ``min_frames`` are dropped (30 ms: no gesture is that
 short), or than the kernel's movement where a score plays one that is shorter still. An event's
 ``amplitude`` is the largest score that plays it.
 
