@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from gestural.core.metrics import hoyer_from_norms
+from gestural.core.units import CHANNELS_PER_SENSOR
 
 
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -102,7 +103,7 @@ def score_group_norm(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return per_gesture.sum() / real.sum().clamp_min(1.0).sqrt()
 
 
-def kernel_sensor_norm(kernels: torch.Tensor, channels_per_sensor: int = 2) -> torch.Tensor:
+def kernel_sensor_norm(kernels: torch.Tensor, channels_per_sensor: int = CHANNELS_PER_SENSOR) -> torch.Tensor:
     """Group sparsity of the kernels over sensors: each kernel's sum of per-sensor norms
     (its x and y channels over all lags), averaged over gestures.
 

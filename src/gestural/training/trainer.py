@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gestural.core import units
 from gestural.core.devices import resolve_device
 from gestural.core.metrics import score_sparsity
 from gestural.core.params import ParamsError
@@ -305,8 +304,7 @@ class Trainer:
         """Group sparsity of the kernels over sensors (``kernel_sensor_weight``)."""
         if not self.config.kernel_sensor_weight:
             return torch.zeros((), device=self.device)
-        return self.config.kernel_sensor_weight * losses.kernel_sensor_norm(
-            self.model.decoder.gesture_kernels, units.CHANNELS_PER_SENSOR)
+        return self.config.kernel_sensor_weight * losses.kernel_sensor_norm(self.model.decoder.gesture_kernels)
 
     def step(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One optimization step on a batch; returns (loss, reconstruction, sparsity, kl), detached."""
