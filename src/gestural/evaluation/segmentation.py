@@ -43,9 +43,10 @@ __all__ = ["DEFAULT_RELATIVE_HEIGHT", "DEFAULT_PEAK_SHARE", "DEFAULT_MIN_FRAMES"
 DEFAULT_RELATIVE_HEIGHT = 0.4
 DEFAULT_PEAK_SHARE = 0.8
 DEFAULT_MIN_FRAMES = 6
-# A response whose mean delay is at most this many frames (10 ms) is an impulse: the score plays the kernel.
-# Learned event-like responses settle at 0.5-1.2 frames, articulatory ones at 4-9.
-IMPULSE_DELAY = 2.0
+# A response whose mean delay is at most this many frames (20 ms) is an impulse: the score plays the kernel.
+# Learned responses to the events corpus's bumps settle at 0.4-1.7 frames (the VAE's at 1.8-3.2), those of
+# articulatory activations at 4.5-11.
+IMPULSE_DELAY = 4.0
 # Frames of a kernel that move the sensors less than this share of its largest frame's movement
 # are no part of the gesture an impulse plays (a learned kernel is longer than the movement in it).
 KERNEL_SUPPORT = 0.2
