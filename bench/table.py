@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package, run as a script too
+
+from bench.result_files import full_runs  # noqa: E402
+
 DEVICE_TYPES = ("cpu", "cuda")
 COLUMNS = ("device (corpus)", "training, defaults (batch 16, fp32)", "fastest training setting",
            "time to quality (batch 16)", "held-out VE / AUC (kernel cosine / onset F1)",
@@ -88,9 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="bench/run.py results (default: bench/results/*.json)")
     args = parser.parse_args()
-    # By stem: a device's default-corpus file (cpu) before its other corpus (cpu-events).
-    files = args.files or sorted((p for p in RESULTS.glob("*.json") if not p.stem.endswith("-quick")),
-                                 key=lambda p: p.stem)
+    files = args.files or full_runs()
     results: dict[str, dict | None] = {}
     for path in files:
         results[path.stem if not args.files else str(path)] = json.loads(path.read_text())

@@ -221,3 +221,13 @@ def test_the_readme_table_is_built_from_the_results_and_marks_missing_devices():
     assert cpu_events.split(" | ")[4:6] == ["0.950 / 0.872 (0.950 / 0.974)",
                                             "batch 256: 0.941 / 0.878 (0.969 / 0.994), 20 s of 41 s"]
     assert cuda.startswith("| cuda | not measured |")
+
+
+def test_the_table_script_prints_a_row_per_committed_run_and_skips_the_pipeline_bench():
+    assert any(path.stem.startswith("pipeline-") for path in (PROJECT_ROOT / "bench" / "results").glob("*.json"))
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "table.py")], capture_output=True, text=True,
+                          timeout=60, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()[2:]
+    assert len(rows) == len(result_files.full_runs()) + ("cuda" not in {p.stem for p in result_files.full_runs()})
+    assert any("(articulatory)" in row for row in rows) and any("(events)" in row for row in rows)
