@@ -8,6 +8,7 @@ import pytest
 
 from gestural.evaluation.score_match import (
     gestural_score_metrics,
+    merged_activations,
     merged_planted_intervals,
     oracle_iou,
     planted_intervals,
@@ -81,3 +82,10 @@ def test_merging_two_planted_gestures_costs_the_one_left_without_its_own_partner
     # The merged gesture partners planted 0 (IoU 20 / 30); planted 1 has no partner left.
     assert metrics["score_iou"] == pytest.approx((20 / 30 + 0 + 1) / 3)
     assert sorted(pair[:2] for pair in pairs) == [(0, 0), (2, 1)]
+
+
+def test_merged_activations_are_on_where_any_gesture_of_the_group_is():
+    planted = planted_mask((10, 30), (20, 40), (70, 90))
+    merged = merged_activations(planted, [[2], [0, 1]])
+    assert merged.dtype == bool and merged.shape == (2, 100)
+    assert planted_intervals(merged) == [(0, 70, 90), (1, 10, 40)]

@@ -199,9 +199,14 @@ def planted_intervals(activations: np.ndarray) -> list[tuple[int, int, int]]:
     return [(p, int(onset), int(offset)) for p, row in enumerate(activations) for onset, offset in zip(*mask_runs(row))]
 
 
+def merged_activations(activations: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """A bool (P, T) activation mask with each group of planted gestures merged into one
+    (row ``i`` is on where any gesture of ``groups[i]`` is)."""
+    return np.stack([np.any(activations[list(group)], axis=0) for group in groups])
+
+
 def merged_planted_intervals(activations: np.ndarray, groups: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
     """The planted score with each group of planted gestures merged into one gesture (its index
     in ``groups``): the export of a model that cannot tell those gestures apart but is otherwise
     perfect, whose score against the planted one bounds what such a model can reach."""
-    merged = np.stack([np.any(activations[list(group)], axis=0) for group in groups])
-    return planted_intervals(merged)
+    return planted_intervals(merged_activations(activations, groups))
