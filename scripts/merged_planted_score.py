@@ -26,8 +26,12 @@ import numpy as np
 from gestural.data.batches import UtteranceStore
 from gestural.data.dataset import NormalizedCorpus
 from gestural.evaluation.factorizations import neural_factorization
-from gestural.evaluation.score_match import (exported_intervals, gestural_score_metrics, merged_activations,
-                                             merged_planted_intervals)
+from gestural.evaluation.score_match import (
+    exported_intervals,
+    gestural_score_metrics,
+    merged_activations,
+    merged_planted_intervals,
+)
 from gestural.evaluation.segmentation import Segmentation
 from gestural.model.file import ModelFileError, load_model
 from gestural.synthetic.ground_truth import load_activations
