@@ -90,7 +90,8 @@ def markdown(results: dict[str, dict | None]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, help="bench/run.py results (default: bench/results/*.json)")
+    parser.add_argument("files", nargs="*", type=Path,
+                        help="bench/run.py results (default: the full runs in bench/results/)")
     args = parser.parse_args()
     files = args.files or full_runs()
     results: dict[str, dict | None] = {}
