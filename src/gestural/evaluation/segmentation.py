@@ -15,9 +15,9 @@ activation does); where a score is an impulse that plays the kernel (no response
 NMF, or a learned response that has shrunk to an impulse, as on the events corpus's 50 ms
 bumps), the frames of the kernel that move the sensors (:func:`kernel_support`: a learned
 100 ms kernel holds a 50 ms movement somewhere inside it, and the gesture is that movement,
-not the window). Runs that touch merge; runs shorter than ``min_frames`` are dropped (30 ms: no gesture is that
-short), or than the kernel's movement where a score plays one that is shorter still. An event's
-``amplitude`` is the largest score that plays it.
+not the window). Runs that touch merge; runs shorter than ``min_frames`` are dropped (30 ms:
+no gesture is that short), or than the kernel's movement where a score plays one that is
+shorter still. An event's ``amplitude`` is the largest score that plays it.
 
 The defaults were chosen on the default articulatory corpus's held-out utterances (seed 0;
 seeds 1 and 2 the check) among levels 0.2-0.55, peak shares 0.5-0.8 and minima of 4-12
