@@ -18,7 +18,12 @@ sys.path.insert(0, "src")
 from gestural.data.batches import UtteranceStore  # noqa: E402
 from gestural.data.dataset import NormalizedCorpus  # noqa: E402
 from gestural.evaluation.factorizations import neural_factorization  # noqa: E402
-from gestural.evaluation.score_match import exported_intervals, gestural_score_metrics, interval_mask  # noqa: E402
+from gestural.evaluation.score_match import (  # noqa: E402
+    exported_intervals,
+    gestural_score_metrics,
+    interval_mask,
+    mask_runs,
+)
 from gestural.evaluation.segmentation import Segmentation  # noqa: E402
 from gestural.model.file import load_model  # noqa: E402
 from gestural.synthetic.ground_truth import load_activations  # noqa: E402
@@ -35,11 +40,6 @@ def exported_masks(split):
     scores = neural_factorization(loaded.model, store).scores
     count = scores[0].shape[0]
     return utterances, [interval_mask(exported_intervals(s, segmentation), count, s.shape[1]) for s in scores]
-
-
-def runs(row):
-    edges = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
-    return zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
 
 
 _, train_masks = exported_masks("train")
@@ -64,7 +64,7 @@ for level in (None, 0.7, 0.6, 0.5):
         for g in range(groups):
             members = mask[labels == g]
             on = (members.sum(0) * 2 >= len(members)) & members.any(0)
-            tiers += [(g, int(a), int(b)) for a, b in runs(on) if b - a >= 6]
+            tiers += [(g, int(a), int(b)) for a, b in zip(*mask_runs(on)) if b - a >= 6]
         intervals.append(tiers)
     metrics, _ = gestural_score_metrics(planted, intervals, [np.zeros((groups, m.shape[1])) for m in test_masks],
                                         tolerance=5)
